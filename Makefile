@@ -1,0 +1,17 @@
+# The two commands of the README:
+#   make run    set everything up, then run the LeNet tutorial (convolutional_mlp.py)
+#   make test   set everything up, then run the test suite
+# Data: a missing data/mnist.pkl.gz is downloaded; offline, build it with
+#   .venv/bin/python scripts/prepare_data.py --from-idx DIR
+# (the tests do that from $MNIST_IDX_DIR or ../shared/data/mnist when they can).
+PYTHON := .venv/bin/python
+
+.PHONY: run test setup
+setup:
+	@bash scripts/bootstrap.sh
+
+run: setup
+	$(PYTHON) scripts/convolutional_mlp.py
+
+test: setup
+	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,47 @@
+"""Shared fixtures: the MNIST dataset, built from the official IDX files when missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deeplearning_tutorial import datasets
+
+REPO = Path(__file__).resolve().parent.parent
+IDX_DIR = Path(os.environ.get("MNIST_IDX_DIR", REPO.parent / "shared" / "data" / "mnist"))
+
+
+def run_python(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the project's Python in a subprocess (own floatX / mode flags), capturing output."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def idx_dir() -> Path:
+    if not (IDX_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"no MNIST IDX files in {IDX_DIR}; set MNIST_IDX_DIR")
+    return IDX_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist_path() -> Path:
+    """data/mnist.pkl.gz, built from the IDX files if it is not there yet."""
+    path = datasets.DATA_DIR / "mnist.pkl.gz"
+    if not path.exists():
+        if not (IDX_DIR / "train-images-idx3-ubyte.gz").exists():
+            pytest.skip(f"{path} is missing and there are no IDX files in {IDX_DIR} to build it "
+                        f"(set MNIST_IDX_DIR or run scripts/prepare_data.py)")
+        datasets.write_dataset(datasets.build_from_idx(IDX_DIR), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_path):
+    return datasets.read_dataset(mnist_path)
