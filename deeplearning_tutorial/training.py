@@ -97,6 +97,43 @@ class Checkpoint:
         return state
 
 
+@dataclass
+class BestModel:
+    """What the MLP and LeNet tutorials pickle at each new best: enough to predict.
+
+    ``input`` is the symbolic image matrix the layers were built on, ``y_pred``
+    their predicted classes; ``batch_size`` is set when the graph only accepts
+    minibatches of that size (LeNet reshapes its input to a fixed batch).
+    """
+
+    input: object
+    y_pred: object
+    layers: list
+    batch_size: int | None = None
+
+    def save(self, path: Path | str) -> None:
+        with atomic_write(path) as handle:
+            pickle.dump(self, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Predicted classes of ``images`` (n, 784), padding the last minibatch if needed."""
+        import pytensor
+
+        predict_model = pytensor.function([self.input], self.y_pred)
+        size = self.batch_size or len(images)
+        predictions = []
+        for start in range(0, len(images), size):
+            chunk = images[start : start + size]
+            padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            predictions.append(predict_model(padded)[: len(chunk)])
+        return np.concatenate(predictions)
+
+
+def load_best_model(path: Path | str) -> BestModel:
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
 class _GracefulInterrupt:
     """First Ctrl-C sets a flag the loop checks between minibatches; a second aborts."""
 
@@ -277,3 +314,40 @@ def patience_loop(
         print(f"Stopped by Ctrl-C at epoch {state.epoch}; resume with --resume "
               f"(checkpoint: {checkpoint.path if checkpoint else 'none'})", file=sys.stderr)
     return state
+
+
+def run_with_checkpoints(
+    train_model, validate_model, test_model,
+    n_batches: tuple[int, int, int],
+    *,
+    n_epochs: int,
+    patience: int,
+    params: Sequence,
+    config: dict,
+    best_model: BestModel,
+    best_model_file: str | None,
+    checkpoint_file: str | None,
+    resume: bool,
+    report_iter_every: int | None = None,
+) -> LoopState:
+    """The MLP's and LeNet's training: warm up, maybe resume, run the patience loop.
+
+    Each new best model is pickled to ``best_model_file``; the loop state and
+    parameters go to ``checkpoint_file`` at every validation and on Ctrl-C,
+    and ``resume=True`` continues from there.
+    """
+    import pytensor
+
+    config = {**config, "floatX": pytensor.config.floatX}
+    checkpoint = Checkpoint(Path(checkpoint_file), params, config) if checkpoint_file else None
+    if resume and checkpoint is None:
+        raise ValueError("resume needs a checkpoint file: pass checkpoint_file")
+    warm_up(train_model, validate_model, test_model)
+    state = checkpoint.load() if resume else None
+    on_new_best = (lambda: best_model.save(best_model_file)) if best_model_file else None
+    return patience_loop(
+        train_model, validate_model, test_model, *n_batches,
+        n_epochs=n_epochs, patience=patience, patience_increase=2, improvement_threshold=0.995,
+        on_new_best=on_new_best, report_iter_every=report_iter_every,
+        checkpoint=checkpoint, state=state,
+    )

@@ -1,0 +1,15 @@
+"""2-D convolution and pooling for PyTensor, with Theano's semantics and gradients.
+
+    from deeplearning_tutorial.ops import conv2d, pool_2d
+
+They run in every PyTensor mode: the default NUMBA mode (compiled kernels
+inlined into the graph), the C VM mode "CVM" and the Python mode, both of
+which call the same compiled kernels from the Ops' ``perform``.
+"""
+
+from deeplearning_tutorial.ops import numba_dispatch  # noqa: F401  (registers the Numba backend)
+from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights, conv2d
+from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool, pool_2d
+
+__all__ = ["conv2d", "pool_2d", "Corr2d", "Corr2dGradWeights", "Corr2dGradInputs",
+           "Pool", "MaxPoolGrad", "AveragePoolGrad"]

@@ -1,0 +1,119 @@
+"""Numba-backend implementations of the convolution and pooling Ops.
+
+PyTensor's default (NUMBA) mode compiles a whole graph into one Numba
+function; registering these lets it call the compiled kernels directly
+instead of falling back to Python for each Op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
+
+from deeplearning_tutorial.ops import kernels
+from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
+from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool
+
+
+# PyTensor caches compiled graphs on disk under a key per Op; the key must
+# change whenever the compiled code does, so it includes a hash of the kernels.
+_SOURCE_HASH = hashlib.sha256(
+    Path(kernels.__file__).read_bytes() + Path(__file__).read_bytes()
+).hexdigest()[:16]
+
+
+def _register(op_type):
+    """Register a Numba implementation of ``op_type`` with a cache key of its props and our source."""
+
+    def decorator(funcify):
+        def funcify_and_key(op, node, **kwargs):
+            key = f"{op_type.__module__}.{op_type.__qualname__}{op._props()}-{_SOURCE_HASH}"
+            return funcify(op, node, **kwargs), key
+
+        register_funcify_and_cache_key(op_type)(funcify_and_key)
+        return funcify
+
+    return decorator
+
+
+@_register(Corr2d)
+def numba_funcify_Corr2d(op, node, **kwargs):
+    ph, pw, sh, sw, dh, dw = op.params
+
+    @numba_njit
+    def corr2d(img, kern):
+        return kernels.corr2d(img, kern, ph, pw, sh, sw, dh, dw)
+
+    return corr2d
+
+
+@_register(Corr2dGradWeights)
+def numba_funcify_Corr2dGradWeights(op, node, **kwargs):
+    ph, pw, sh, sw, dh, dw = op.params
+
+    @numba_njit
+    def corr2d_grad_weights(img, gout, kernel_shape):
+        return kernels.corr2d_grad_weights(img, gout, kernel_shape[0], kernel_shape[1],
+                                           ph, pw, sh, sw, dh, dw)
+
+    return corr2d_grad_weights
+
+
+@_register(Corr2dGradInputs)
+def numba_funcify_Corr2dGradInputs(op, node, **kwargs):
+    ph, pw, sh, sw, dh, dw = op.params
+
+    @numba_njit
+    def corr2d_grad_inputs(kern, gout, image_shape):
+        return kernels.corr2d_grad_inputs(kern, gout, image_shape[0], image_shape[1],
+                                          ph, pw, sh, sw, dh, dw)
+
+    return corr2d_grad_inputs
+
+
+def _as_3d(x):
+    return np.ascontiguousarray(x).reshape((-1, x.shape[-2], x.shape[-1]))
+
+
+@_register(Pool)
+def numba_funcify_Pool(op, node, **kwargs):
+    wh, ww, sh, sw, ph, pw = op.window_params
+    ignore_border, mode = op.ignore_border, kernels.POOL_MODES[op.mode]
+    as_3d = numba_njit(_as_3d)
+
+    @numba_njit
+    def pool(x):
+        out = kernels.pool(as_3d(x), wh, ww, sh, sw, ph, pw, ignore_border, mode)
+        return out.reshape(x.shape[:-2] + out.shape[-2:])
+
+    return pool
+
+
+@_register(MaxPoolGrad)
+def numba_funcify_MaxPoolGrad(op, node, **kwargs):
+    wh, ww, sh, sw, ph, pw = op.window_params
+    as_3d = numba_njit(_as_3d)
+
+    @numba_njit
+    def max_pool_grad(x, maxout, gz):
+        gx = kernels.max_pool_grad(as_3d(x), as_3d(maxout), as_3d(gz), wh, ww, sh, sw, ph, pw)
+        return gx.reshape(x.shape)
+
+    return max_pool_grad
+
+
+@_register(AveragePoolGrad)
+def numba_funcify_AveragePoolGrad(op, node, **kwargs):
+    wh, ww, sh, sw, ph, pw = op.window_params
+    mode = kernels.POOL_MODES[op.mode]
+    as_3d = numba_njit(_as_3d)
+
+    @numba_njit
+    def average_pool_grad(x, gz):
+        gx = kernels.average_pool_grad(as_3d(gz), x.shape[-2], x.shape[-1], wh, ww, sh, sw, ph, pw, mode)
+        return gx.reshape(x.shape)
+
+    return average_pool_grad

@@ -1,0 +1,145 @@
+"""Time the tutorials' compiled functions: ms per minibatch and seconds per epoch.
+
+    python scripts/benchmark.py                         # all models, NUMBA and CVM modes
+    python scripts/benchmark.py --models lenet --modes NUMBA --repeats 5 --json
+
+Each model is built by the tutorial's own code (the very graphs a run trains,
+float32 by default, shared-variable data and ``givens``), in a fresh process
+per mode.  An epoch is the tutorial's: every training minibatch plus one pass
+over the validation set.  The machine is noisy, so each measurement is
+repeated and reported as min and median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+MODELS = {
+    # name: (module, entry point, arguments of the tutorial function, train minibatches timed)
+    "lenet": ("convolutional_mlp", "evaluate_lenet5", {"nkerns": [20, 50], "batch_size": 500}, 20),
+    "mlp": ("mlp", "test_mlp", {"batch_size": 20}, 500),
+    "logistic": ("logistic_sgd", "sgd_optimization_mnist", {"batch_size": 600}, 83),
+}
+
+
+class _Built(Exception):
+    """Raised in place of training, carrying the tutorial's compiled functions."""
+
+    def __init__(self, train_model, validate_model, test_model, n_batches):
+        super().__init__()
+        self.functions = train_model, validate_model, n_batches
+
+
+def build(model: str):
+    """Run the tutorial up to (not including) training; return its compiled functions."""
+    import importlib
+
+    module_name, entry, kwargs, _ = MODELS[model]
+    module = importlib.import_module(f"deeplearning_tutorial.{module_name}")
+    loop_name = "patience_loop" if model == "logistic" else "run_with_checkpoints"
+
+    def capture(train_model, validate_model, test_model, *n_batches, **_):
+        n_batches = n_batches[0] if len(n_batches) == 1 else n_batches
+        raise _Built(train_model, validate_model, test_model, n_batches)
+
+    original = getattr(module, loop_name)
+    setattr(module, loop_name, capture)
+    try:
+        getattr(module, entry)(**kwargs)
+    except _Built as built:
+        return built.functions
+    finally:
+        setattr(module, loop_name, original)
+    raise RuntimeError(f"{entry} finished without reaching its training loop")
+
+
+def measure(model: str, repeats: int) -> dict:
+    """Time one model in this process's PyTensor mode (a child process of main())."""
+    import contextlib
+    import io
+
+    import pytensor
+
+    _, _, _, n_timed = MODELS[model]
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_model, validate_model, (n_train, n_valid, _) = build(model)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train_model(0)
+    first_call_s = time.perf_counter() - t0
+    validate_model(0)
+
+    train_ms, valid_ms = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(n_timed):
+            train_model(i % n_train)
+        train_ms.append((time.perf_counter() - t0) / n_timed * 1e3)
+        t0 = time.perf_counter()
+        for i in range(n_valid):
+            validate_model(i)
+        valid_ms.append((time.perf_counter() - t0) / n_valid * 1e3)
+    epoch_s = [(t * n_train + v * n_valid) / 1e3 for t, v in zip(train_ms, valid_ms)]
+    summary = lambda xs: {"min": min(xs), "median": statistics.median(xs)}  # noqa: E731
+    return {
+        "model": model, "mode": str(pytensor.config.mode), "floatX": pytensor.config.floatX,
+        "train_minibatches": n_train, "valid_minibatches": n_valid,
+        "train_ms": summary(train_ms), "valid_ms": summary(valid_ms), "epoch_s": summary(epoch_s),
+        "build_s": build_s, "first_call_s": first_call_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="lenet,mlp,logistic", help="comma-separated: lenet, mlp, logistic")
+    parser.add_argument("--modes", default="NUMBA,CVM", help="comma-separated PyTensor modes")
+    parser.add_argument("--floatX", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (min and median reported)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:  # one model in one mode, in a fresh process
+        print(json.dumps(measure(args.child, args.repeats)))
+        return 0
+
+    results = []
+    for mode in args.modes.split(","):
+        for model in args.models.split(","):
+            if model not in MODELS:
+                parser.error(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+            env = {**os.environ, "PYTENSOR_FLAGS": f"floatX={args.floatX},mode={mode}"}
+            child = subprocess.run([sys.executable, __file__, "--child", model, "--repeats", str(args.repeats)],
+                                   env=env, capture_output=True, text=True)
+            if child.returncode != 0:
+                print(child.stderr, file=sys.stderr)
+                return child.returncode
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            results.append(result)
+            if not args.json:
+                print(f"{model:9s} {mode:6s} {args.floatX}: "
+                      f"train {result['train_ms']['min']:8.2f} ms/minibatch (median {result['train_ms']['median']:.2f}), "
+                      f"valid {result['valid_ms']['min']:7.2f} ms/minibatch, "
+                      f"epoch {result['epoch_s']['min']:7.3f} s (median {result['epoch_s']['median']:.3f}), "
+                      f"first call {result['first_call_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB",
+                      flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
