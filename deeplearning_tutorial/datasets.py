@@ -271,18 +271,24 @@ class _DatasetUnpickler(pickle.Unpickler):
         return super().find_class(*target)
 
 
-def verify_dataset(dataset: object, source: str = "dataset") -> Dataset:
-    """Check the structure, shapes, dtypes and value ranges of a loaded dataset."""
+def verify_dataset(dataset: object, source: str = "dataset",
+                   sizes: tuple[int, int, int] | None = (N_TRAIN, N_VALID, N_TEST)) -> Dataset:
+    """Check the structure, shapes, dtypes and value ranges of a loaded dataset.
+
+    ``sizes`` are the expected numbers of train/valid/test examples (MNIST's
+    by default); ``None`` accepts any sizes, for datasets of one's own.
+    """
     hint = fix_hint(source)
     if not (isinstance(dataset, (tuple, list)) and len(dataset) == 3):
         raise DatasetError(f"{source}: expected a 3-tuple (train, valid, test).\n{hint}")
-    for name, split, count in zip(("train", "valid", "test"), dataset, (N_TRAIN, N_VALID, N_TEST)):
+    for name, split, count in zip(("train", "valid", "test"), dataset, sizes or (None, None, None)):
         if not (isinstance(split, (tuple, list)) and len(split) == 2):
             raise DatasetError(f"{source}: the {name} set is not an (x, y) pair.\n{hint}")
         x, y = split
         if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
             raise DatasetError(f"{source}: the {name} set does not hold NumPy arrays.\n{hint}")
-        if x.shape != (count, N_PIXELS) or y.shape != (count,):
+        count = len(x) if count is None else count
+        if x.shape != (count, N_PIXELS) or y.shape != (count,) or count == 0:
             raise DatasetError(
                 f"{source}: the {name} set has shapes x{x.shape}, y{y.shape}; expected "
                 f"x({count}, {N_PIXELS}), y({count},).\n{hint}"
@@ -313,7 +319,8 @@ def read_dataset(path: Path | str) -> Dataset:
         ) from exc
     except (pickle.UnpicklingError, AttributeError, ValueError, TypeError, IndexError) as exc:
         raise DatasetError(f"{path} holds no readable dataset pickle ({exc}).\n{fix_hint(path)}") from exc
-    return verify_dataset(dataset, str(path))
+    sizes = (N_TRAIN, N_VALID, N_TEST) if path.name == "mnist.pkl.gz" else None
+    return verify_dataset(dataset, str(path), sizes)
 
 
 # --------------------------------------------------------------------------

@@ -45,3 +45,11 @@ def mnist_path() -> Path:
 @pytest.fixture(scope="session")
 def mnist(mnist_path):
     return datasets.read_dataset(mnist_path)
+
+
+@pytest.fixture(scope="session")
+def small_mnist(mnist, tmp_path_factory) -> Path:
+    """A small MNIST subset (2,000 / 500 / 500 images) for quick runs of the tutorials."""
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = mnist
+    subset = ((train_x[:2000], train_y[:2000]), (valid_x[:500], valid_y[:500]), (test_x[:500], test_y[:500]))
+    return datasets.write_dataset(subset, tmp_path_factory.mktemp("data") / "small_mnist.pkl.gz")

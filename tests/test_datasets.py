@@ -112,9 +112,15 @@ def test_foreign_pickle_is_refused(tmp_path):
 def test_wrong_shapes_are_reported(tmp_path):
     x = np.zeros((10, 784), np.float32)
     y = np.zeros(10, np.int64)
-    path = datasets.write_dataset(((x, y), (x, y), (x, y)), tmp_path / "small.pkl.gz")
+    path = datasets.write_dataset(((x, y), (x, y), (x, y)), tmp_path / "mnist.pkl.gz")
     with pytest.raises(DatasetError, match=r"train set has shapes x\(10, 784\)"):
         datasets.read_dataset(path)
+    # a dataset of one's own (another name) may have any sizes, but consistent ones
+    own = datasets.write_dataset(((x, y), (x, y), (x, y)), tmp_path / "small.pkl.gz")
+    assert len(datasets.read_dataset(own)[0][0]) == 10
+    datasets.write_dataset(((x, y[:5]), (x, y), (x, y)), own)
+    with pytest.raises(DatasetError, match="expected x\\(10, 784\\), y\\(10,\\)"):
+        datasets.read_dataset(own)
 
 
 def test_missing_file_without_network_says_how_to_build_it(tmp_path, monkeypatch):

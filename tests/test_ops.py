@@ -93,7 +93,7 @@ def _conv_params():
         yield pytest.param(case, True, "float64", "FAST_COMPILE")
 
 
-@pytest.mark.parametrize("case, flip, dtype, mode", _conv_params())
+@pytest.mark.parametrize("case, flip, dtype, mode", list(_conv_params()))
 def test_conv2d_matches_scipy(case, flip, dtype, mode):
     x_shape, w_shape, border_mode, subsample, dilation = case
     rng = np.random.default_rng(42)
@@ -203,7 +203,7 @@ def _pool_params():
     yield pytest.param(POOL_CASES[4], "average_inc_pad", "FAST_COMPILE")
 
 
-@pytest.mark.parametrize("case, pool_mode, mode", _pool_params())
+@pytest.mark.parametrize("case, pool_mode, mode", list(_pool_params()))
 def test_pool_2d_matches_loops(case, pool_mode, mode):
     shape, ws, ignore_border, stride, pad = case
     xv = np.random.default_rng(3).normal(size=shape).astype(pytensor.config.floatX)

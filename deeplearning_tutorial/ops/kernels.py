@@ -25,6 +25,12 @@ POOL_MODES = {"max": MAX, "sum": SUM, "average_inc_pad": AVERAGE_INC_PAD,
 jit = numba.njit(cache=True, nogil=True)
 parallel_jit = numba.njit(cache=True, nogil=True, parallel=True)
 
+# Start Numba's threading layer now.  Parallel kernels compiled into a graph
+# that PyTensor later loads from its disk cache call the thread pool through
+# symbols that only exist once it has been launched; without this, such a
+# graph can call a null pointer in a fresh process.
+numba.get_num_threads()
+
 
 # --------------------------------------------------------------------------
 # Output sizes (shared by the Ops' shape inference and the kernels)
@@ -62,17 +68,18 @@ def _valid_range(offset, stride, size, n_out):
 
 
 @parallel_jit
-def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
-    """Receptive fields as columns (Caffe's layout):
-    ``cols[(c, u, v), (n, i, j)] = x_padded[n, c, i*sh + u*dh, j*sw + v*dw]``.
+def im2col(x, n0, n1, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
+    """Receptive fields of images ``n0 <= n < n1`` as columns (Caffe's layout):
+    ``cols[(c, u, v), (n - n0, i, j)] = x_padded[n, c, i*sh + u*dh, j*sw + v*dw]``.
 
     Rows are (c, u, v) so that the innermost loop copies contiguous runs of
     an image row, which the compiler vectorises.
     """
-    n_images, channels, height, width = x.shape
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     positions = oh * ow
-    cols = np.empty((channels * kh * kw, n_images * positions), dtype=x.dtype)
-    for n in prange(n_images):
+    cols = np.empty((channels * kh * kw, (n1 - n0) * positions), dtype=x.dtype)
+    for m in prange(n1 - n0):
+        n = n0 + m
         for c in range(channels):
             for u in range(kh):
                 for v in range(kw):
@@ -80,7 +87,7 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
                     x_offset = v * dw - pw
                     j0, j1 = _valid_range(x_offset, sw, width, ow)
                     for i in range(oh):
-                        col = n * positions + i * ow
+                        col = m * positions + i * ow
                         y = i * sh + u * dh - ph
                         if y < 0 or y >= height:
                             for j in range(ow):
@@ -96,11 +103,13 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
 
 
 @parallel_jit
-def col2im(dcols, n_images, channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
-    """The adjoint of :func:`im2col`: add each column gradient back where it came from."""
-    dx = np.zeros((n_images, channels, height, width), dtype=dcols.dtype)
+def col2im(dcols, dx, n0, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
+    """The adjoint of :func:`im2col`: add the column gradients of images
+    ``n0, n0 + 1, ...`` back into ``dx`` where they came from."""
+    channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     positions = oh * ow
-    for n in prange(n_images):
+    for m in prange(dcols.shape[1] // positions):
+        n = n0 + m
         for c in range(channels):
             for u in range(kh):
                 for v in range(kw):
@@ -111,37 +120,34 @@ def col2im(dcols, n_images, channels, height, width, kh, kw, ph, pw, sh, sw, dh,
                         y = i * sh + u * dh - ph
                         if y < 0 or y >= height:
                             continue
-                        col = n * positions + i * ow
+                        col = m * positions + i * ow
                         for j in range(j0, j1):
                             dx[n, c, y, j * sw + x_offset] += dcols[row, col + j]
-    return dx
 
 
 @parallel_jit
-def nchw_from_fnp(mat, n_images, oh, ow):
-    """(f, n*oh*ow) GEMM result -> (n, f, oh, ow) feature maps."""
-    features = mat.shape[0]
+def _scatter_to_nchw(mat, out, n0):
+    """Copy a (f, m*oh*ow) GEMM result into images ``n0 ... n0 + m - 1`` of ``out`` (n, f, oh, ow)."""
+    features, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     positions = oh * ow
-    out = np.empty((n_images, features, oh, ow), dtype=mat.dtype)
-    flat = out.reshape((n_images, features, positions))
-    for n in prange(n_images):
+    for m in prange(mat.shape[1] // positions):
         for f in range(features):
-            for p in range(positions):
-                flat[n, f, p] = mat[f, n * positions + p]
-    return out
+            for i in range(oh):
+                for j in range(ow):
+                    out[n0 + m, f, i, j] = mat[f, m * positions + i * ow + j]
 
 
 @parallel_jit
-def fnp_from_nchw(maps):
-    """(n, f, oh, ow) feature maps -> (f, n*oh*ow), the inverse of :func:`nchw_from_fnp`."""
-    n_images, features, oh, ow = maps.shape
+def _gather_from_nchw(maps, n0, n1):
+    """Images ``n0 <= n < n1`` of (n, f, oh, ow) maps as a (f, (n1-n0)*oh*ow) matrix."""
+    features, oh, ow = maps.shape[1], maps.shape[2], maps.shape[3]
     positions = oh * ow
-    mat = np.empty((features, n_images * positions), dtype=maps.dtype)
-    flat = np.ascontiguousarray(maps).reshape((n_images, features, positions))
-    for n in prange(n_images):
+    mat = np.empty((features, (n1 - n0) * positions), dtype=maps.dtype)
+    for m in prange(n1 - n0):
         for f in range(features):
-            for p in range(positions):
-                mat[f, n * positions + p] = flat[n, f, p]
+            for i in range(oh):
+                for j in range(ow):
+                    mat[f, m * positions + i * ow + j] = maps[n0 + m, f, i, j]
     return mat
 
 
@@ -158,6 +164,22 @@ def _filter_matrix(kern):
     return mat
 
 
+# Images per im2col chunk: the chunk's columns take about this many bytes,
+# so they stay in cache between being written and multiplied.
+CHUNK_BYTES = 4 << 20
+
+
+@jit
+def _chunk(n_images, rows, positions, itemsize):
+    return max(1, min(n_images, CHUNK_BYTES // max(1, rows * positions * itemsize)))
+
+
+@jit
+def _check_output_size(oh, ow):
+    if oh < 1 or ow < 1:
+        raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
+
+
 @jit
 def corr2d(x, kern, ph, pw, sh, sw, dh, dw):
     """'Valid' cross-correlation of zero-padded ``x`` (n, c, h, w) with ``kern`` (f, c, kh, kw)."""
@@ -167,10 +189,15 @@ def corr2d(x, kern, ph, pw, sh, sw, dh, dw):
         raise ValueError("conv2d: the input's channel count (axis 1) differs from the filters' (axis 1)")
     oh = conv_output_size(height, kh, ph, sh, dh)
     ow = conv_output_size(width, kw, pw, sw, dw)
-    if oh < 1 or ow < 1:
-        raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
-    cols = im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-    return nchw_from_fnp(np.dot(_filter_matrix(kern), cols), n_images, oh, ow)
+    _check_output_size(oh, ow)
+    wmat = _filter_matrix(kern)
+    out = np.empty((n_images, n_filters, oh, ow), dtype=x.dtype)
+    step = _chunk(n_images, wmat.shape[1], oh * ow, x.itemsize)
+    for n0 in range(0, n_images, step):
+        n1 = min(n0 + step, n_images)
+        cols = im2col(x, n0, n1, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+        _scatter_to_nchw(np.dot(wmat, cols), out, n0)
+    return out
 
 
 @jit
@@ -181,8 +208,12 @@ def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw):
     if (gout.shape[0] != n_images or oh != conv_output_size(height, kh, ph, sh, dh)
             or ow != conv_output_size(width, kw, pw, sw, dw)):
         raise ValueError("conv2d gradient: the output gradient's shape does not match the input's")
-    cols = im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-    grad = np.dot(fnp_from_nchw(gout), cols.T)
+    grad = np.zeros((n_filters, channels * kh * kw), dtype=x.dtype)
+    step = _chunk(n_images, channels * kh * kw, oh * ow, x.itemsize)
+    for n0 in range(0, n_images, step):
+        n1 = min(n0 + step, n_images)
+        cols = im2col(x, n0, n1, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+        grad += np.dot(_gather_from_nchw(gout, n0, n1), cols.T)
     return grad.reshape((n_filters, channels, kh, kw))
 
 
@@ -194,8 +225,14 @@ def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw):
     if (gout.shape[1] != n_filters or oh != conv_output_size(height, kh, ph, sh, dh)
             or ow != conv_output_size(width, kw, pw, sw, dw)):
         raise ValueError("conv2d gradient: the output gradient's shape does not match the filters'")
-    dcols = np.dot(_filter_matrix(kern).T, fnp_from_nchw(gout))
-    return col2im(dcols, n_images, channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+    wmat_t = np.ascontiguousarray(_filter_matrix(kern).T)
+    dx = np.zeros((n_images, channels, height, width), dtype=gout.dtype)
+    step = _chunk(n_images, wmat_t.shape[0], oh * ow, gout.itemsize)
+    for n0 in range(0, n_images, step):
+        n1 = min(n0 + step, n_images)
+        dcols = np.dot(wmat_t, _gather_from_nchw(gout, n0, n1))
+        col2im(dcols, dx, n0, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+    return dx
 
 
 # --------------------------------------------------------------------------

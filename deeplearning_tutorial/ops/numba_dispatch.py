@@ -1,5 +1,8 @@
 """Numba-backend implementations of the convolution and pooling Ops.
 
+Inputs are made C-contiguous first (a no-op when they already are): the
+kernels are then compiled for contiguous arrays, whose loops vectorise.
+
 PyTensor's default (NUMBA) mode compiles a whole graph into one Numba
 function; registering these lets it call the compiled kernels directly
 instead of falling back to Python for each Op.
@@ -45,7 +48,7 @@ def numba_funcify_Corr2d(op, node, **kwargs):
 
     @numba_njit
     def corr2d(img, kern):
-        return kernels.corr2d(img, kern, ph, pw, sh, sw, dh, dw)
+        return kernels.corr2d(np.ascontiguousarray(img), kern, ph, pw, sh, sw, dh, dw)
 
     return corr2d
 
@@ -56,7 +59,7 @@ def numba_funcify_Corr2dGradWeights(op, node, **kwargs):
 
     @numba_njit
     def corr2d_grad_weights(img, gout, kernel_shape):
-        return kernels.corr2d_grad_weights(img, gout, kernel_shape[0], kernel_shape[1],
+        return kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout), kernel_shape[0], kernel_shape[1],
                                            ph, pw, sh, sw, dh, dw)
 
     return corr2d_grad_weights
@@ -68,7 +71,7 @@ def numba_funcify_Corr2dGradInputs(op, node, **kwargs):
 
     @numba_njit
     def corr2d_grad_inputs(kern, gout, image_shape):
-        return kernels.corr2d_grad_inputs(kern, gout, image_shape[0], image_shape[1],
+        return kernels.corr2d_grad_inputs(kern, np.ascontiguousarray(gout), image_shape[0], image_shape[1],
                                           ph, pw, sh, sw, dh, dw)
 
     return corr2d_grad_inputs

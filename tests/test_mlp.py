@@ -1,0 +1,94 @@
+"""mlp: the layers' maths and initialisation, the original short run, determinism, divergence."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+from conftest import REPO, run_python
+from deeplearning_tutorial import mlp
+from deeplearning_tutorial.training import DivergenceError
+
+floatX = pytensor.config.floatX
+
+
+def test_hidden_layer_initialisation_follows_the_random_stream():
+    layer = mlp.HiddenLayer(np.random.RandomState(1234), pt.matrix(), n_in=784, n_out=500)
+    bound = np.sqrt(6.0 / (784 + 500))
+    expected = np.random.RandomState(1234).uniform(low=-bound, high=bound, size=(784, 500))
+    np.testing.assert_array_equal(layer.W.get_value(), expected.astype(floatX))
+    assert not layer.b.get_value().any() and layer.b.get_value().shape == (500,)
+    sigmoid = mlp.HiddenLayer(np.random.RandomState(1234), pt.matrix(), 784, 500, activation=pt.sigmoid)
+    np.testing.assert_allclose(sigmoid.W.get_value(), 4 * expected.astype(floatX))
+
+
+def test_hidden_layer_and_penalties_match_numpy():
+    rng = np.random.RandomState(0)
+    x = pt.matrix("x")
+    model = mlp.MLP(rng, x, n_in=6, n_hidden=4, n_out=3)
+    model.logRegressionLayer.W.set_value(rng.normal(size=(4, 3)).astype(floatX))
+    xv = rng.normal(size=(5, 6)).astype(floatX)
+    hidden, l1, l2 = pytensor.function([x], [model.hiddenLayer.output, model.L1, model.L2_sqr])(xv)
+    W1, b1 = model.hiddenLayer.W.get_value(), model.hiddenLayer.b.get_value()
+    W2 = model.logRegressionLayer.W.get_value()
+    np.testing.assert_allclose(hidden, np.tanh(xv @ W1 + b1), rtol=1e-5)
+    np.testing.assert_allclose(l1, np.abs(W1).sum() + np.abs(W2).sum(), rtol=1e-5)
+    np.testing.assert_allclose(l2, (W1 ** 2).sum() + (W2 ** 2).sum(), rtol=1e-5)
+    linear = mlp.HiddenLayer(rng, x, 6, 2, activation=None)
+    np.testing.assert_allclose(pytensor.function([x], linear.output)(xv), xv @ linear.W.get_value(), rtol=1e-5)
+    assert [p.name for p in model.params] == ["W", "b", "W", "b"]
+
+
+VALID = r"epoch 1, minibatch 2500/2500, validation error (\d+\.\d{6}) %"
+TEST = r"     epoch 1, minibatch 2500/2500, test error of best model (\d+\.\d{6}) %"
+FINAL = (r"Optimization complete\. Best validation score of (\d+\.\d{6}) % obtained at iteration 2500, "
+         r"with test performance (\d+\.\d{6}) %")
+
+
+def test_original_short_run(mnist_path, tmp_path):
+    """The original test suite's test_mlp(n_epochs=1), as a command."""
+    result = run_python(str(REPO / "scripts" / "mlp.py"), "--n-epochs", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["... loading data", "... building the model", "... training"]
+    validation = float(re.fullmatch(VALID, lines[3]).group(1))
+    test = float(re.fullmatch(TEST, lines[4]).group(1))
+    final = re.fullmatch(FINAL, lines[5])
+    assert float(final.group(1)) == validation and float(final.group(2)) == test
+    assert 2.0 < validation < 12.0 and 2.0 < test < 12.0  # one epoch of SGD: a few per cent
+    assert re.search(r"^The code for file mlp\.py ran for \d+\.\d{2}m$", result.stderr, re.M)
+    assert (tmp_path / "best_model_mlp.pkl").exists() and (tmp_path / "mlp.ckpt").exists()
+
+
+def run_in_process(capsys, tmp_path, **kwargs):
+    state = mlp.test_mlp(checkpoint_file=str(tmp_path / "mlp.ckpt"),
+                         best_model_file=str(tmp_path / "best.pkl"), **kwargs)
+    return state, capsys.readouterr().out
+
+
+def test_two_runs_print_identical_lines(small_mnist, tmp_path, capsys):
+    _, first = run_in_process(capsys, tmp_path, dataset=str(small_mnist), n_epochs=3)
+    _, second = run_in_process(capsys, tmp_path, dataset=str(small_mnist), n_epochs=3)
+    assert first == second and first.count("validation error") == 3
+
+
+def test_a_diverging_run_stops_with_a_clear_message(small_mnist, tmp_path, capsys):
+    with pytest.raises(DivergenceError, match=r"at iteration \d+ .*try a smaller one"):
+        run_in_process(capsys, tmp_path, dataset=str(small_mnist), n_epochs=3, learning_rate=1e4, L2_reg=1.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(batch_size=501), "batch_size 501 is larger than the smallest data split"),
+    (dict(learning_rate=0.0), "learning_rate must be > 0"),
+    (dict(n_epochs=0), "n_epochs must be an integer >= 1"),
+    (dict(n_hidden=0), "n_hidden must be a positive integer"),
+])
+def test_bad_hyperparameters_fail_before_compiling(small_mnist, tmp_path, capsys, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_in_process(capsys, tmp_path, dataset=str(small_mnist), **kwargs)
+    assert "building the model" not in capsys.readouterr().out
