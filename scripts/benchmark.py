@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import deeplearning_tutorial  # noqa: E402,F401  (its runtime settings must precede NumPy)
+
 MODELS = {
     # name: (module, entry point, arguments of the tutorial function, train minibatches timed)
     "lenet": ("convolutional_mlp", "evaluate_lenet5", {"nkerns": [20, 50], "batch_size": 500}, 20),

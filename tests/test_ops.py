@@ -87,7 +87,7 @@ def _conv_params():
     (which compile more per graph, or run the same kernels) a cross-section."""
     for case, flip, dtype in itertools.product(CONV_CASES, [True, False], ["float64", "float32"]):
         yield pytest.param(case, flip, dtype, "CVM")
-    for i, case in enumerate(CONV_CASES):
+    for i, case in enumerate(CONV_CASES[:4]):
         yield pytest.param(case, i % 2 == 0, ["float32", "float64"][i % 2], "NUMBA")
     for case in CONV_CASES[:3]:
         yield pytest.param(case, True, "float64", "FAST_COMPILE")
@@ -197,7 +197,7 @@ def _pool_params():
     """Every case and mode in the C VM mode; a cross-section in the Numba and Python modes."""
     for case, pool_mode in itertools.product(POOL_CASES, POOL_MODES):
         yield pytest.param(case, pool_mode, "CVM")
-    for i, case in enumerate(POOL_CASES):
+    for i, case in enumerate(POOL_CASES[1::2]):
         yield pytest.param(case, POOL_MODES[i % 4], "NUMBA")
     yield pytest.param(POOL_CASES[1], "max", "FAST_COMPILE")
     yield pytest.param(POOL_CASES[4], "average_inc_pad", "FAST_COMPILE")

@@ -101,7 +101,7 @@ class Corr2d(_Corr2dBase):
 
     def perform(self, node, inputs, output_storage):
         img, kern = inputs
-        output_storage[0][0] = kernels.corr2d(img, kern, *self.params)
+        output_storage[0][0] = kernels.corr2d(np.ascontiguousarray(img), kern, *self.params)
 
     def infer_shape(self, node, shapes):
         (n, _, h, w), (f, _, kh, kw) = shapes
@@ -129,7 +129,8 @@ class Corr2dGradWeights(_Corr2dBase):
 
     def perform(self, node, inputs, output_storage):
         img, gout, (kh, kw) = inputs
-        output_storage[0][0] = kernels.corr2d_grad_weights(img, gout, int(kh), int(kw), *self.params)
+        output_storage[0][0] = kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout),
+                                                           int(kh), int(kw), *self.params)
 
     def infer_shape(self, node, shapes):
         img, gout, kernel_shape = node.inputs
@@ -160,7 +161,8 @@ class Corr2dGradInputs(_Corr2dBase):
 
     def perform(self, node, inputs, output_storage):
         kern, gout, (h, w) = inputs
-        output_storage[0][0] = kernels.corr2d_grad_inputs(kern, gout, int(h), int(w), *self.params)
+        output_storage[0][0] = kernels.corr2d_grad_inputs(kern, np.ascontiguousarray(gout), int(h), int(w),
+                                                          *self.params)
 
     def infer_shape(self, node, shapes):
         kern, gout, image_shape = node.inputs
