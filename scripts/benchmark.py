@@ -124,8 +124,8 @@ def main(argv=None) -> int:
             if model not in MODELS:
                 parser.error(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
             env = {**os.environ, "PYTENSOR_FLAGS": f"floatX={args.floatX},mode={mode}"}
-            child = subprocess.run([sys.executable, __file__, "--child", model, "--repeats", str(args.repeats)],
-                                   env=env, capture_output=True, text=True)
+            command = [sys.executable, __file__, "--child", model, "--repeats", str(args.repeats)]
+            child = subprocess.run(command, env=env, capture_output=True, text=True)
             if child.returncode != 0:
                 print(child.stderr, file=sys.stderr)
                 return child.returncode
@@ -133,7 +133,8 @@ def main(argv=None) -> int:
             results.append(result)
             if not args.json:
                 print(f"{model:9s} {mode:6s} {args.floatX}: "
-                      f"train {result['train_ms']['min']:8.2f} ms/minibatch (median {result['train_ms']['median']:.2f}), "
+                      f"train {result['train_ms']['min']:8.2f} ms/minibatch "
+                      f"(median {result['train_ms']['median']:.2f}), "
                       f"valid {result['valid_ms']['min']:7.2f} ms/minibatch, "
                       f"epoch {result['epoch_s']['min']:7.3f} s (median {result['epoch_s']['median']:.3f}), "
                       f"first call {result['first_call_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB",

@@ -107,8 +107,8 @@ def test_interrupted_run_resumes_to_the_same_result(small_mnist, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert final_lines(resumed.stdout) == final_lines(uninterrupted.stdout)
     # together, the two parts printed exactly the lines of the uninterrupted run
-    body = [l for l in (interrupted + resumed.stdout).splitlines() if "error" in l]
-    assert body == [l for l in uninterrupted.stdout.splitlines() if "error" in l]
+    body = [line for line in (interrupted + resumed.stdout).splitlines() if "error" in line]
+    assert body == [line for line in uninterrupted.stdout.splitlines() if "error" in line]
 
 
 def test_best_model_is_saved_and_predicts(small_mnist, tmp_path, capsys):

@@ -59,7 +59,8 @@ def numba_funcify_Corr2dGradWeights(op, node, **kwargs):
 
     @numba_njit
     def corr2d_grad_weights(img, gout, kernel_shape):
-        return kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout), kernel_shape[0], kernel_shape[1],
+        return kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout),
+                                           kernel_shape[0], kernel_shape[1],
                                            ph, pw, sh, sw, dh, dw)
 
     return corr2d_grad_weights
