@@ -4,20 +4,13 @@ Modules mirror the original files: ``logistic_sgd``, ``mlp``,
 ``convolutional_mlp``; ``ops`` provides the 2-D convolution and pooling that
 PyTensor lacks.
 
-Importing the package tunes two process-wide settings for speed, before NumPy
-loads when it can (each is left alone when the user has set it):
-
-* ``OPENBLAS_THREAD_TIMEOUT=4``: OpenBLAS worker threads stop spinning right
-  after a matrix product instead of keeping a core busy for ~0.1 s, which
-  otherwise starves the compiled kernels that run next;
-* large freed blocks stay in the heap (glibc ``mallopt``), so the big
-  temporary arrays of each minibatch reuse memory instead of paying page
-  faults again.
+Importing the package keeps large freed blocks in the heap (glibc
+``mallopt``, unless ``MALLOC_MMAP_MAX_`` or ``MALLOC_TRIM_THRESHOLD_`` is set),
+so the big temporary arrays of each minibatch reuse memory instead of paying
+page faults again.
 """
 
 import os
-
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
 def _keep_freed_memory() -> None:

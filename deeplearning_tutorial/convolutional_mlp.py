@@ -20,11 +20,19 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
-import pytensor
-import pytensor.tensor as pt
+# LeNet alternates BLAS products with multi-threaded Numba kernels. Idle
+# OpenBLAS threads spin for about 0.1 s after each product by default and
+# starve the kernel that follows (up to 4x slower here); let them sleep at
+# once. OpenBLAS reads this when NumPy loads, so it takes effect when this
+# module is the program being run (the tiny products of logistic_sgd prefer
+# the default).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from deeplearning_tutorial import cli
+import numpy as np  # noqa: E402
+import pytensor  # noqa: E402
+import pytensor.tensor as pt  # noqa: E402
+
+from deeplearning_tutorial import cli  # noqa: E402
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
 from deeplearning_tutorial.ops import conv2d, pool_2d

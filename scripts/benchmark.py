@@ -25,7 +25,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import deeplearning_tutorial  # noqa: E402,F401  (its runtime settings must precede NumPy)
 
 MODELS = {
     # name: (module, entry point, arguments of the tutorial function, train minibatches timed)
@@ -115,6 +114,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.child:  # one model in one mode, in a fresh process
+        import importlib
+
+        # the tutorial's module first, as when it is the program run: its settings precede NumPy
+        importlib.import_module(f"deeplearning_tutorial.{MODELS[args.child][0]}")
         print(json.dumps(measure(args.child, args.repeats)))
         return 0
 
