@@ -170,8 +170,10 @@ class _ProgressLine:
         self.first_iter: int | None = None
 
     def update(self, state: LoopState, minibatch_index: int, iter: int) -> None:
+        if not self.enabled:
+            return
         now = time.perf_counter()
-        if not self.enabled or now - self.last < 0.5:
+        if now - self.last < 0.5:
             return
         if self.first_iter is None:
             self.first_iter, self.first_time = iter, now

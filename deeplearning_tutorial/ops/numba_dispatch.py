@@ -17,14 +17,16 @@ import numpy as np
 from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
 
 from deeplearning_tutorial.ops import kernels
+from deeplearning_tutorial.ops import pool as pool_module
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool
+from deeplearning_tutorial.ops.pool import as_3d as pool_as_3d
 
 
 # PyTensor caches compiled graphs on disk under a key per Op; the key must
 # change whenever the compiled code does, so it includes a hash of the kernels.
 _SOURCE_HASH = hashlib.sha256(
-    Path(kernels.__file__).read_bytes() + Path(__file__).read_bytes()
+    b"".join(Path(source).read_bytes() for source in (kernels.__file__, pool_module.__file__, __file__))
 ).hexdigest()[:16]
 
 
@@ -78,15 +80,13 @@ def numba_funcify_Corr2dGradInputs(op, node, **kwargs):
     return corr2d_grad_inputs
 
 
-def _as_3d(x):
-    return np.ascontiguousarray(x).reshape((-1, x.shape[-2], x.shape[-1]))
+as_3d = numba_njit(pool_as_3d)
 
 
 @_register(Pool)
 def numba_funcify_Pool(op, node, **kwargs):
     wh, ww, sh, sw, ph, pw = op.window_params
     ignore_border, mode = op.ignore_border, kernels.POOL_MODES[op.mode]
-    as_3d = numba_njit(_as_3d)
 
     @numba_njit
     def pool(x):
@@ -99,7 +99,6 @@ def numba_funcify_Pool(op, node, **kwargs):
 @_register(MaxPoolGrad)
 def numba_funcify_MaxPoolGrad(op, node, **kwargs):
     wh, ww, sh, sw, ph, pw = op.window_params
-    as_3d = numba_njit(_as_3d)
 
     @numba_njit
     def max_pool_grad(x, maxout, gz):
@@ -113,7 +112,6 @@ def numba_funcify_MaxPoolGrad(op, node, **kwargs):
 def numba_funcify_AveragePoolGrad(op, node, **kwargs):
     wh, ww, sh, sw, ph, pw = op.window_params
     mode = kernels.POOL_MODES[op.mode]
-    as_3d = numba_njit(_as_3d)
 
     @numba_njit
     def average_pool_grad(x, gz):

@@ -18,9 +18,9 @@ from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops.conv import Pair, _pair
 
 
-def _as_3d(x: np.ndarray) -> np.ndarray:
-    """(..., h, w) -> (batch, h, w), the layout of the pooling kernels."""
-    return np.ascontiguousarray(x).reshape((-1, *x.shape[-2:]))
+def as_3d(x: np.ndarray) -> np.ndarray:
+    """(..., h, w) -> (batch, h, w), the layout of the pooling kernels (also compiled by Numba)."""
+    return np.ascontiguousarray(x).reshape((-1, x.shape[-2], x.shape[-1]))
 
 
 class _PoolBase(Op):
@@ -62,7 +62,7 @@ class Pool(_PoolBase):
 
     def perform(self, node, inputs, output_storage):
         (x,) = inputs
-        out = kernels.pool(_as_3d(x), *self.window_params, self.ignore_border, kernels.POOL_MODES[self.mode])
+        out = kernels.pool(as_3d(x), *self.window_params, self.ignore_border, kernels.POOL_MODES[self.mode])
         output_storage[0][0] = out.reshape((*x.shape[:-2], *out.shape[-2:]))
 
     def infer_shape(self, node, shapes):
@@ -87,7 +87,7 @@ class MaxPoolGrad(_PoolBase):
 
     def perform(self, node, inputs, output_storage):
         x, maxout, gz = inputs
-        gx = kernels.max_pool_grad(_as_3d(x), _as_3d(maxout), _as_3d(gz), *self.window_params)
+        gx = kernels.max_pool_grad(as_3d(x), as_3d(maxout), as_3d(gz), *self.window_params)
         output_storage[0][0] = gx.reshape(x.shape)
 
     def infer_shape(self, node, shapes):
@@ -106,7 +106,7 @@ class AveragePoolGrad(_PoolBase):
 
     def perform(self, node, inputs, output_storage):
         x, gz = inputs
-        gx = kernels.average_pool_grad(_as_3d(gz), x.shape[-2], x.shape[-1], *self.window_params,
+        gx = kernels.average_pool_grad(as_3d(gz), x.shape[-2], x.shape[-1], *self.window_params,
                                        kernels.POOL_MODES[self.mode])
         output_storage[0][0] = gx.reshape(x.shape)
 
