@@ -91,7 +91,8 @@ def machine() -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     return dict(pytensor=pytensor.__version__, numpy=numpy.__version__, numba=numba.__version__,
-                python=platform.python_version(), cpu=cpu, threads=os.cpu_count(), git_commit=commit)
+                python=platform.python_version(), cpu=cpu, threads=os.cpu_count(),
+                blas_threads=os.environ.get("OPENBLAS_NUM_THREADS", "default"), git_commit=commit)
 
 
 def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool) -> dict:

@@ -59,95 +59,101 @@ def pool_output_size(size, window, stride, pad, ignore_border):
 # --------------------------------------------------------------------------
 
 
-@jit
-def _valid_range(offset, stride, size, n_out):
-    """The outputs j in [0, n_out) whose input index j*stride + offset lies in [0, size)."""
-    start = 0 if offset >= 0 else (-offset + stride - 1) // stride
-    stop = 0 if size - offset <= 0 else (size - offset + stride - 1) // stride
-    return min(start, n_out), max(min(stop, n_out), min(start, n_out))
+@parallel_jit
+def _images_to_chwn(x, n0, n1):
+    """Images ``n0 <= n < n1`` of ``x`` (n, c, h, w) with the image index last: (c, h, w, n1 - n0)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    xt = np.empty((channels, height, width, n1 - n0), dtype=x.dtype)
+    for c in prange(channels):
+        for m in range(n1 - n0):
+            for y in range(height):
+                for xx in range(width):
+                    xt[c, y, xx, m] = x[n0 + m, c, y, xx]
+    return xt
 
 
 @parallel_jit
-def im2col(x, n0, n1, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
-    """Receptive fields of images ``n0 <= n < n1`` as columns (Caffe's layout):
-    ``cols[(c, u, v), (n - n0, i, j)] = x_padded[n, c, i*sh + u*dh, j*sw + v*dw]``.
+def _chwn_to_images(xt, x, n0):
+    """The inverse of :func:`_images_to_chwn`: write ``xt`` into images ``n0, n0 + 1, ...`` of ``x``."""
+    channels, height, width, n_images = xt.shape
+    for c in prange(channels):
+        for m in range(n_images):
+            for y in range(height):
+                for xx in range(width):
+                    x[n0 + m, c, y, xx] = xt[c, y, xx, m]
 
-    Rows are (c, u, v) so that the innermost loop copies contiguous runs of
-    an image row, which the compiler vectorises.
+
+@parallel_jit
+def im2col(xt, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
+    """Receptive fields of a chunk of images ``xt`` (c, h, w, m) as columns:
+    ``cols[(c, u, v), (i, j, m)] = x_padded[m, c, i*sh + u*dh, j*sw + v*dw]``.
+
+    The image index is innermost (as in cuda-convnet), so every copy is a
+    contiguous run of one pixel across the chunk's images, whatever the
+    filter and image sizes; the compiler vectorises it.
     """
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    positions = oh * ow
-    cols = np.empty((channels * kh * kw, (n1 - n0) * positions), dtype=x.dtype)
-    for m in prange(n1 - n0):
-        n = n0 + m
-        for c in range(channels):
-            for u in range(kh):
-                for v in range(kw):
-                    row = (c * kh + u) * kw + v
-                    x_offset = v * dw - pw
-                    j0, j1 = _valid_range(x_offset, sw, width, ow)
-                    for i in range(oh):
-                        col = m * positions + i * ow
-                        y = i * sh + u * dh - ph
-                        if y < 0 or y >= height:
-                            for j in range(ow):
-                                cols[row, col + j] = 0
-                            continue
-                        for j in range(j0):
-                            cols[row, col + j] = 0
-                        for j in range(j0, j1):
-                            cols[row, col + j] = x[n, c, y, j * sw + x_offset]
-                        for j in range(j1, ow):
-                            cols[row, col + j] = 0
+    channels, height, width, n_images = xt.shape
+    cols = np.empty((channels * kh * kw, oh * ow * n_images), dtype=xt.dtype)
+    for row in prange(channels * kh * kw):
+        c, u, v = row // (kh * kw), (row // kw) % kh, row % kw
+        for i in range(oh):
+            y = i * sh + u * dh - ph
+            for j in range(ow):
+                xx = j * sw + v * dw - pw
+                col = (i * ow + j) * n_images
+                if 0 <= y < height and 0 <= xx < width:
+                    for m in range(n_images):
+                        cols[row, col + m] = xt[c, y, xx, m]
+                else:
+                    for m in range(n_images):
+                        cols[row, col + m] = 0
     return cols
 
 
 @parallel_jit
-def col2im(dcols, dx, n0, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
-    """The adjoint of :func:`im2col`: add the column gradients of images
-    ``n0, n0 + 1, ...`` back into ``dx`` where they came from."""
-    channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
-    positions = oh * ow
-    for m in prange(dcols.shape[1] // positions):
-        n = n0 + m
-        for c in range(channels):
-            for u in range(kh):
-                for v in range(kw):
-                    row = (c * kh + u) * kw + v
-                    x_offset = v * dw - pw
-                    j0, j1 = _valid_range(x_offset, sw, width, ow)
-                    for i in range(oh):
-                        y = i * sh + u * dh - ph
-                        if y < 0 or y >= height:
-                            continue
-                        col = m * positions + i * ow
-                        for j in range(j0, j1):
-                            dx[n, c, y, j * sw + x_offset] += dcols[row, col + j]
+def col2im(dcols, channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
+    """The adjoint of :func:`im2col`: fold column gradients back into image
+    gradients (c, h, w, m), adding where receptive fields overlap."""
+    n_images = dcols.shape[1] // (oh * ow)
+    dxt = np.zeros((channels, height, width, n_images), dtype=dcols.dtype)
+    for c in prange(channels):  # one channel per thread: no two threads add to the same pixel
+        for u in range(kh):
+            for v in range(kw):
+                row = (c * kh + u) * kw + v
+                for i in range(oh):
+                    y = i * sh + u * dh - ph
+                    for j in range(ow):
+                        xx = j * sw + v * dw - pw
+                        if 0 <= y < height and 0 <= xx < width:
+                            col = (i * ow + j) * n_images
+                            for m in range(n_images):
+                                dxt[c, y, xx, m] += dcols[row, col + m]
+    return dxt
 
 
 @parallel_jit
 def _scatter_to_nchw(mat, out, n0):
-    """Copy a (f, m*oh*ow) GEMM result into images ``n0 ... n0 + m - 1`` of ``out`` (n, f, oh, ow)."""
-    features, oh, ow = out.shape[1], out.shape[2], out.shape[3]
-    positions = oh * ow
-    for m in prange(mat.shape[1] // positions):
-        for f in range(features):
-            for i in range(oh):
-                for j in range(ow):
-                    out[n0 + m, f, i, j] = mat[f, m * positions + i * ow + j]
+    """Copy a (f, (i, j, m)) GEMM result into images ``n0 ... n0 + m - 1`` of ``out`` (n, f, oh, ow)."""
+    features, positions = out.shape[1], out.shape[2] * out.shape[3]
+    n_images = mat.shape[1] // positions
+    flat = out.reshape((out.shape[0], features, positions))
+    for f in prange(features):
+        for m in range(n_images):
+            for p in range(positions):
+                flat[n0 + m, f, p] = mat[f, p * n_images + m]
 
 
 @parallel_jit
 def _gather_from_nchw(maps, n0, n1):
-    """Images ``n0 <= n < n1`` of (n, f, oh, ow) maps as a (f, (n1-n0)*oh*ow) matrix."""
-    features, oh, ow = maps.shape[1], maps.shape[2], maps.shape[3]
-    positions = oh * ow
-    mat = np.empty((features, (n1 - n0) * positions), dtype=maps.dtype)
-    for m in prange(n1 - n0):
-        for f in range(features):
-            for i in range(oh):
-                for j in range(ow):
-                    mat[f, m * positions + i * ow + j] = maps[n0 + m, f, i, j]
+    """Images ``n0 <= n < n1`` of (n, f, oh, ow) maps as an (f, (i, j, m)) matrix, the layout of :func:`im2col`."""
+    features, positions = maps.shape[1], maps.shape[2] * maps.shape[3]
+    n_images = n1 - n0
+    flat = maps.reshape((maps.shape[0], features, positions))
+    mat = np.empty((features, positions * n_images), dtype=maps.dtype)
+    for f in prange(features):
+        for p in range(positions):
+            for m in range(n_images):
+                mat[f, p * n_images + m] = flat[n0 + m, f, p]
     return mat
 
 
@@ -195,7 +201,7 @@ def corr2d(x, kern, ph, pw, sh, sw, dh, dw):
     step = _chunk(n_images, wmat.shape[1], oh * ow, x.itemsize)
     for n0 in range(0, n_images, step):
         n1 = min(n0 + step, n_images)
-        cols = im2col(x, n0, n1, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+        cols = im2col(_images_to_chwn(x, n0, n1), kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
         _scatter_to_nchw(np.dot(wmat, cols), out, n0)
     return out
 
@@ -212,7 +218,7 @@ def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw):
     step = _chunk(n_images, channels * kh * kw, oh * ow, x.itemsize)
     for n0 in range(0, n_images, step):
         n1 = min(n0 + step, n_images)
-        cols = im2col(x, n0, n1, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+        cols = im2col(_images_to_chwn(x, n0, n1), kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
         grad += np.dot(_gather_from_nchw(gout, n0, n1), cols.T)
     return grad.reshape((n_filters, channels, kh, kw))
 
@@ -226,12 +232,13 @@ def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw):
             or ow != conv_output_size(width, kw, pw, sw, dw)):
         raise ValueError("conv2d gradient: the output gradient's shape does not match the filters'")
     wmat_t = np.ascontiguousarray(_filter_matrix(kern).T)
-    dx = np.zeros((n_images, channels, height, width), dtype=gout.dtype)
+    dx = np.empty((n_images, channels, height, width), dtype=gout.dtype)
     step = _chunk(n_images, wmat_t.shape[0], oh * ow, gout.itemsize)
     for n0 in range(0, n_images, step):
         n1 = min(n0 + step, n_images)
         dcols = np.dot(wmat_t, _gather_from_nchw(gout, n0, n1))
-        col2im(dcols, dx, n0, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+        _chwn_to_images(col2im(dcols, channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow),
+                        dx, n0)
     return dx
 
 
@@ -250,12 +257,59 @@ def _window(index, window, stride, pad, size):
 
 
 @parallel_jit
+def _max_pool_full_windows(x, wh, ww, sh, sw, oh, ow):
+    """Max pooling when every window lies inside the image (no padding, border
+    ignored): the maximum over a window's rows first, a whole image row at a
+    time (which vectorises), then over its columns."""
+    batch, width = x.shape[0], x.shape[2]
+    out = np.empty((batch, oh, ow), dtype=x.dtype)
+    for b in prange(batch):
+        row_max = np.empty(width, dtype=x.dtype)
+        for i in range(oh):
+            for xx in range(width):
+                row_max[xx] = x[b, i * sh, xx]
+            for u in range(1, wh):
+                for xx in range(width):
+                    row_max[xx] = max(row_max[xx], x[b, i * sh + u, xx])
+            for j in range(ow):
+                best = row_max[j * sw]
+                for v in range(1, ww):
+                    best = max(best, row_max[j * sw + v])
+                out[b, i, j] = best
+    return out
+
+
+@parallel_jit
+def _max_pool_grad_tiled(x, maxout, gz, wh, ww):
+    """:func:`max_pool_grad` when the windows tile the image (stride = window,
+    no padding): each input is in one window at most, so its gradient is a
+    branch-free select between the window's gradient and zero, a row at a time."""
+    batch, oh, ow = maxout.shape
+    gx = np.zeros_like(x)  # inputs beyond the last full window get none
+    for b in prange(batch):
+        row_max = np.empty(ow * ww, dtype=x.dtype)
+        row_grad = np.empty(ow * ww, dtype=x.dtype)
+        for i in range(oh):
+            for j in range(ow):
+                for v in range(ww):
+                    row_max[j * ww + v] = maxout[b, i, j]
+                    row_grad[j * ww + v] = gz[b, i, j]
+            for u in range(wh):
+                y = i * wh + u
+                for xx in range(ow * ww):
+                    gx[b, y, xx] = row_grad[xx] if x[b, y, xx] == row_max[xx] else 0
+    return gx
+
+
+@parallel_jit
 def pool(x, wh, ww, sh, sw, ph, pw, ignore_border, mode):
     """Theano's pooling of ``x`` (b, h, w); padding never wins a max and only
     'average_inc_pad' counts it."""
     batch, height, width = x.shape
     oh = pool_output_size(height, wh, sh, ph, ignore_border)
     ow = pool_output_size(width, ww, sw, pw, ignore_border)
+    if mode == MAX and ignore_border and ph == 0 and pw == 0:
+        return _max_pool_full_windows(x, wh, ww, sh, sw, oh, ow)
     out = np.empty((batch, oh, ow), dtype=x.dtype)
     for b in prange(batch):
         for i in range(oh):
@@ -287,6 +341,8 @@ def max_pool_grad(x, maxout, gz, wh, ww, sh, sw, ph, pw):
     """Gradient of max pooling: each window's gradient goes to every input equal to its maximum."""
     batch, height, width = x.shape
     oh, ow = maxout.shape[1], maxout.shape[2]
+    if wh == sh and ww == sw and ph == 0 and pw == 0 and oh * sh <= height and ow * sw <= width:
+        return _max_pool_grad_tiled(x, maxout, gz, wh, ww)
     gx = np.zeros_like(x)
     for b in prange(batch):
         for i in range(oh):
