@@ -3,6 +3,7 @@
     python scripts/reproduce.py                                  # all three, default hyper-parameters
     python scripts/reproduce.py --only logistic_sgd --out results
     python scripts/reproduce.py --only convolutional_mlp --resume   # continue an interrupted run
+    python scripts/reproduce.py --only mlp,convolutional_mlp --seeds 5 --resume   # 4 more seeds each
 
 Each program runs as the tutorial does (``python -m deeplearning_tutorial.<program>``,
 defaults untouched) in ``OUT/<program>/``; its full stdout is kept in
@@ -12,6 +13,13 @@ wall time, seconds per epoch, floatX, mode, versions, CPU, threads, git
 commit) and ``OUT/RESULTS.md`` compares them with the published figures.
 With matplotlib installed (the ``plot`` extra) it also draws the learning
 curves and the learned weights (logistic regression's, LeNet's first layer).
+
+``--seeds N`` repeats the MLP and LeNet runs with N seeds (the original one
+first, then original + 1, + 2, ...), each in ``OUT/<program>/seed<S>/`` with
+its result in ``OUT/seeds/``, and reports the mean and standard deviation of
+their errors: the size of the noise a difference from the published figure
+should be compared with.  ``--resume`` continues interrupted runs and keeps
+finished ones.
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import json
 import os
 import platform
 import re
+import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +52,8 @@ PUBLISHED = {
                               minutes=380.28, hardware="Core i7-2600K 3.4 GHz, float32"),
 }
 CHECKPOINT = {"mlp": "mlp.ckpt", "convolutional_mlp": "convolutional_mlp.ckpt"}
+# The tutorials' RandomState seeds: the first of --seeds N, then seed + 1, ...
+ORIGINAL_SEED = {"mlp": 1234, "convolutional_mlp": 23455}
 
 VALIDATION = re.compile(r"^epoch (\d+), minibatch (\d+)/(\d+), validation error (\d+\.\d+) %$")
 TEST = re.compile(r"^     epoch (\d+), minibatch (\d+)/(\d+), test error of best model (\d+\.\d+) %$")
@@ -95,19 +107,25 @@ def machine() -> dict:
                 blas_threads=os.environ.get("OPENBLAS_NUM_THREADS", "default"), git_commit=commit)
 
 
-def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool) -> dict:
-    workdir, logs = out / program, out / "logs"
+def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool, seed: int | None = None,
+                program_args: tuple[str, ...] = ()) -> dict:
+    """Run one tutorial as a command (``seed``: a seed other than the original) and parse its log."""
+    name = program if seed is None else f"{program}_seed{seed}"
+    workdir = out / program if seed is None else out / program / f"seed{seed}"
+    logs = out / "logs"
     workdir.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{program}.log"
-    command = [sys.executable, "-m", f"deeplearning_tutorial.{program}"]
+    log_path = logs / f"{name}.log"
+    command = [sys.executable, "-m", f"deeplearning_tutorial.{program}", *program_args]
+    if seed is not None:
+        command += ["--seed", str(seed)]
     if resume and program in CHECKPOINT and (workdir / CHECKPOINT[program]).exists():
         command.append("--resume")
     else:
         resume = False
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTENSOR_FLAGS": f"floatX={floatX},mode={mode}"}
     print(f"running {' '.join(command[1:])} ({floatX}, {mode}); log: {log_path}", flush=True)
-    earlier = out / f"{program}.partial.json"  # wall time of the interrupted part(s)
+    earlier = out / f"{name}.partial.json"  # wall time of the interrupted part(s)
     wall_before = json.loads(earlier.read_text())["wall_seconds"] if resume and earlier.exists() else 0.0
     started = time.perf_counter()
     # Ctrl-C reaches the tutorial, which stops cleanly and checkpoints; this process waits for it
@@ -120,14 +138,36 @@ def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool) -
         signal.signal(signal.SIGINT, previous_handler)
     wall = wall_before + time.perf_counter() - started
     if result.returncode != 0:
-        raise RuntimeError(f"{program} failed:\n{result.stderr}")
+        raise RuntimeError(f"{name} failed:\n{result.stderr}")
     if "Stopped by Ctrl-C" in result.stderr:
         earlier.write_text(json.dumps({"wall_seconds": wall}))
-        raise KeyboardInterrupt(f"{program} was interrupted; continue with --resume")
+        raise KeyboardInterrupt(f"{name} was interrupted; continue with --resume")
     earlier.unlink(missing_ok=True)
     parsed = parse_log(log_path.read_text())
-    return dict(program=program, floatX=floatX, mode=mode, **parsed, wall_seconds=wall,
+    return dict(program=program, seed=seed if seed is not None else ORIGINAL_SEED.get(program),
+                arguments=list(program_args), floatX=floatX, mode=mode, **parsed, wall_seconds=wall,
                 seconds_per_epoch=wall / max(parsed["epochs"], 1), **machine())
+
+
+def finished_run(path: Path, floatX: str, mode: str, program_args: tuple[str, ...]) -> dict | None:
+    """The saved result at ``path`` if it is a finished run of the same configuration."""
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    same = (saved.get("floatX"), saved.get("mode"), saved.get("arguments", [])) == (floatX, mode,
+                                                                                      list(program_args))
+    return saved if same else None
+
+
+def seed_summary(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation of the errors over runs with different seeds."""
+    summary = {"n": len(runs), "seeds": [r["seed"] for r in runs]}
+    for key in ("validation", "test"):
+        values = [r[key] for r in runs]
+        summary[key] = values
+        summary[f"{key}_mean"] = statistics.fmean(values)
+        summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return summary
 
 
 def results_table(results: dict[str, dict]) -> str:
@@ -146,11 +186,26 @@ def results_table(results: dict[str, dict]) -> str:
             f"| {p['minutes']:.2f} min, {p['hardware']} | {minutes:.2f} min ({r['floatX']}, {r['mode']}) "
             f"| {p['minutes'] / minutes:.1f}x faster |"
         )
+    with_seeds = {program: r["seed_summary"] for program, r in results.items() if r.get("seed_summary")}
+    if with_seeds:
+        lines += ["", "Seed to seed variation (the original seed and the next ones; sample standard deviation):", "",
+                  "| program | runs (seeds) | validation mean ± std | test mean ± std | published test |",
+                  "|---|---|---|---|---|"]
+        for program, summary in with_seeds.items():
+            lines.append(
+                f"| {program} | {summary['n']} ({', '.join(map(str, summary['seeds']))}) "
+                f"| {summary['validation_mean']:.4f} ± {summary['validation_std']:.4f} % "
+                f"| {summary['test_mean']:.4f} ± {summary['test_std']:.4f} % | {PUBLISHED[program]['test']:.2f} % |")
+    for program, r in results.items():
+        if r.get("arguments"):
+            lines += ["", f"{program} ran with `{' '.join(r['arguments'])}`: not the published configuration."]
     any_result = next(iter(results.values()))
-    lines.append("")
-    lines.append(f"Our runs: {any_result['cpu']}, {any_result['threads']} threads, PyTensor {any_result['pytensor']}, "
-                 f"NumPy {any_result['numpy']}, Numba {any_result['numba']}, Python {any_result['python']}, "
-                 f"commit {any_result['git_commit']}. Times are whole runs (start-up, compile and training).")
+    lines += ["", f"Our runs: {any_result['cpu']}, {any_result['threads']} cores. Times are whole runs "
+                  "(start-up, compile and training).", ""]
+    for program, r in results.items():
+        lines.append(f"- {program}: PyTensor {r['pytensor']}, NumPy {r['numpy']}, Numba {r['numba']}, "
+                     f"Python {r['python']}, BLAS threads {r.get('blas_threads', 'default')}, "
+                     f"commit {r['git_commit']}")
     return "\n".join(lines) + "\n"
 
 
@@ -204,19 +259,43 @@ def main(argv=None) -> int:
                         help="for every program (default: that of the published run)")
     parser.add_argument("--mode", default="NUMBA", help="PyTensor mode (default NUMBA)")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="output folder")
-    parser.add_argument("--resume", action="store_true", help="continue interrupted runs from their checkpoints")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue interrupted runs from their checkpoints; keep finished ones")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="runs of the MLP and LeNet with different seeds, the original first (default 1)")
+    parser.add_argument("--program-args", default="",
+                        help="extra options for every program, e.g. '--n-epochs 1' for a quick check of the "
+                             "set-up (the results are then not the published configuration's)")
     args = parser.parse_args(argv)
     programs = args.only.split(",")
     if unknown := set(programs) - set(PROGRAMS):
         parser.error(f"unknown programs {sorted(unknown)}; choose from {PROGRAMS}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    program_args = tuple(shlex.split(args.program_args))
 
     for program in programs:
-        try:
-            result = run_program(program, args.out, args.floatX or PUBLISHED_FLOATX[program], args.mode,
-                                 args.resume)
-        except KeyboardInterrupt as stop:
-            print(stop, file=sys.stderr)
-            return 130
+        floatX = args.floatX or PUBLISHED_FLOATX[program]
+        seeds = [None]
+        if program in ORIGINAL_SEED:
+            seeds += [ORIGINAL_SEED[program] + k for k in range(1, args.seeds)]
+        runs = []
+        for seed in seeds:
+            path = args.out / (f"{program}.json" if seed is None else f"seeds/{program}_seed{seed}.json")
+            run = finished_run(path, floatX, args.mode, program_args) if args.resume else None
+            if run is None:
+                try:
+                    run = run_program(program, args.out, floatX, args.mode, args.resume, seed, program_args)
+                except KeyboardInterrupt as stop:
+                    print(stop, file=sys.stderr)
+                    return 130
+                if seed is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(run, indent=2) + "\n")
+            runs.append(run)
+        result = runs[0]
+        if len(runs) > 1:
+            result["seed_summary"] = seed_summary(runs)
         (args.out / f"{program}.json").write_text(json.dumps(result, indent=2) + "\n")
         plot(program, result, args.out)
     results = {p: json.loads((args.out / f"{p}.json").read_text())

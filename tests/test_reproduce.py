@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -55,3 +56,29 @@ def test_parse_log_reads_curves_and_the_final_result():
     assert parsed["epochs"] == 2 and parsed["best_iteration"] == 83 and parsed["test"] == 12.375
     with pytest.raises(ValueError, match="did not finish"):
         reproduce.parse_log(LENET_LOG.rsplit("Optimization", 1)[0])
+
+
+def test_seeds_repeat_a_run_with_the_next_seeds_and_report_their_spread(mnist_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTENSOR_FLAGS", "floatX=float32")  # the children get their own flags
+    quick = ["--only", "mlp", "--floatX", "float32", "--seeds", "2", "--out", str(tmp_path),
+             "--program-args", "--n-epochs 1 --n-hidden 20 --batch-size 100 --learning-rate 0.1"]
+    assert reproduce.main(quick) == 0
+    result = json.loads((tmp_path / "mlp.json").read_text())
+    other = json.loads((tmp_path / "seeds" / "mlp_seed1235.json").read_text())
+    assert result["seed"] == 1234 and other["seed"] == 1235
+    assert result["arguments"] == ["--n-epochs", "1", "--n-hidden", "20", "--batch-size", "100", "--learning-rate", "0.1"]
+    # another seed is another initialisation, hence another (sane) result
+    assert result["validation_curve"] != other["validation_curve"]
+    assert 3 < other["test"] < 30
+    summary = result["seed_summary"]
+    assert summary["seeds"] == [1234, 1235] and summary["test"] == [result["test"], other["test"]]
+    assert summary["test_mean"] == pytest.approx(np.mean(summary["test"]))
+    assert summary["test_std"] == pytest.approx(np.std(summary["test"], ddof=1))
+    table = (tmp_path / "RESULTS.md").read_text()
+    assert "| mlp | 2 (1234, 1235) |" in table and "not the published configuration" in table
+    # --resume keeps finished runs: nothing is run again
+    log = tmp_path / "logs" / "mlp_seed1235.log"
+    before = log.stat().st_mtime_ns
+    assert reproduce.main([*quick, "--resume"]) == 0
+    assert log.stat().st_mtime_ns == before
+    assert json.loads((tmp_path / "mlp.json").read_text())["seed_summary"] == summary
