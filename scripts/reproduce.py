@@ -159,6 +159,14 @@ def finished_run(path: Path, floatX: str, mode: str, program_args: tuple[str, ..
     return saved if same else None
 
 
+def save_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` atomically: an interrupted write leaves the previous file."""
+    from deeplearning_tutorial.datasets import atomic_write
+
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+
+
 def seed_summary(runs: list[dict]) -> dict:
     """Mean and sample standard deviation of the errors over runs with different seeds."""
     summary = {"n": len(runs), "seeds": [r["seed"] for r in runs]}
@@ -289,14 +297,12 @@ def main(argv=None) -> int:
                 except KeyboardInterrupt as stop:
                     print(stop, file=sys.stderr)
                     return 130
-                if seed is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps(run, indent=2) + "\n")
+                save_json(path, run)  # at once: a later interrupted seed must not lose it
             runs.append(run)
         result = runs[0]
         if len(runs) > 1:
             result["seed_summary"] = seed_summary(runs)
-        (args.out / f"{program}.json").write_text(json.dumps(result, indent=2) + "\n")
+            save_json(args.out / f"{program}.json", result)
         plot(program, result, args.out)
     results = {p: json.loads((args.out / f"{p}.json").read_text())
                for p in PROGRAMS if (args.out / f"{p}.json").exists()}

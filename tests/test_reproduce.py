@@ -1,4 +1,4 @@
-"""The reproduction tooling: weight tiles and the parsing of the tutorials' printed lines."""
+"""The reproduction tooling: weight tiles, the parsing of the tutorials' printed lines, --seeds."""
 
 from __future__ import annotations
 

@@ -8,10 +8,11 @@ backward pass), which made ``tanh`` one of its largest costs.
 
 This registers, for Tanh nodes with a float32 output only, a rational
 approximation evaluated in float64 and rounded once: it is within 0.51 ulp
-of the exact value over the float32 range (0.5 ulp is the rounding itself;
-the C library's ``tanhf`` is within about 1.4), keeps ``tanh(±0) = ±0``,
-``tanh(±inf) = ±1`` and NaN, and has no branches or calls, so
-Elemwise loops vectorise it.  float64 keeps PyTensor's implementation.
+of the exact value on six million float32 values sampled over the whole
+range (0.5 ulp is the rounding itself; NumPy's float32 ``tanh`` is within
+about 1.4 on them), keeps ``tanh(±0) = ±0``,
+``tanh(±inf) = ±1`` and NaN, and makes no calls (its clamp is a select),
+so Elemwise loops vectorise it.  float64 keeps PyTensor's implementation.
 Importing :mod:`deeplearning_tutorial.ops` registers it for every graph
 compiled afterwards in the process.
 """
