@@ -6,12 +6,16 @@ They run in every PyTensor mode: the default NUMBA mode (compiled kernels
 inlined into the graph), the C VM mode "CVM" and the Python mode, both of
 which call the same compiled kernels from the Ops' ``perform``.  Importing
 this package also gives the NUMBA backend a vectorisable float32 ``tanh``
-(:mod:`deeplearning_tutorial.ops.numba_tanh`).
+(:mod:`deeplearning_tutorial.ops.numba_tanh`), and gives the BLAS that Numba
+calls a single thread, since the convolutions parallelise over images
+themselves (:mod:`deeplearning_tutorial.ops.blas_threads`).
 """
 
-from deeplearning_tutorial.ops import numba_dispatch, numba_tanh  # noqa: F401  (register the Numba backend)
+from deeplearning_tutorial.ops import blas_threads, numba_dispatch, numba_tanh  # noqa: F401  (register the Numba backend)
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights, conv2d
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool, pool_2d
+
+blas_threads.limit_numba_blas_threads()
 
 __all__ = ["conv2d", "pool_2d", "Corr2d", "Corr2dGradWeights", "Corr2dGradInputs",
            "Pool", "MaxPoolGrad", "AveragePoolGrad"]

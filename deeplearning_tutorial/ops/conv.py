@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numba
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType
@@ -101,7 +102,8 @@ class Corr2d(_Corr2dBase):
 
     def perform(self, node, inputs, output_storage):
         img, kern = inputs
-        output_storage[0][0] = kernels.corr2d(np.ascontiguousarray(img), kern, *self.params)
+        output_storage[0][0] = kernels.corr2d(np.ascontiguousarray(img), kern, *self.params,
+                                              numba.get_num_threads())
 
     def infer_shape(self, node, shapes):
         (n, _, h, w), (f, _, kh, kw) = shapes
@@ -130,7 +132,8 @@ class Corr2dGradWeights(_Corr2dBase):
     def perform(self, node, inputs, output_storage):
         img, gout, (kh, kw) = inputs
         output_storage[0][0] = kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout),
-                                                           int(kh), int(kw), *self.params)
+                                                           int(kh), int(kw), *self.params,
+                                                           numba.get_num_threads())
 
     def infer_shape(self, node, shapes):
         img, gout, kernel_shape = node.inputs
@@ -162,7 +165,7 @@ class Corr2dGradInputs(_Corr2dBase):
     def perform(self, node, inputs, output_storage):
         kern, gout, (h, w) = inputs
         output_storage[0][0] = kernels.corr2d_grad_inputs(kern, np.ascontiguousarray(gout), int(h), int(w),
-                                                          *self.params)
+                                                          *self.params, numba.get_num_threads())
 
     def infer_shape(self, node, shapes):
         kern, gout, image_shape = node.inputs

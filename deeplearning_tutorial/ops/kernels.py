@@ -56,15 +56,20 @@ def pool_output_size(size, window, stride, pad, ignore_border):
 
 # --------------------------------------------------------------------------
 # Convolution (cross-correlation) by im2col + GEMM
+#
+# Each Op runs one parallel loop over chunks of images: a thread unrolls its
+# chunk, multiplies it with a single-threaded BLAS call and writes its part of
+# the result, all while the chunk is in its core's cache.  One parallel region
+# per Op, and the BLAS runs single-threaded inside it (see blas_threads.py).
 # --------------------------------------------------------------------------
 
 
-@parallel_jit
+@jit
 def _images_to_chwn(x, n0, n1):
     """Images ``n0 <= n < n1`` of ``x`` (n, c, h, w) with the image index last: (c, h, w, n1 - n0)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     xt = np.empty((channels, height, width, n1 - n0), dtype=x.dtype)
-    for c in prange(channels):
+    for c in range(channels):
         for m in range(n1 - n0):
             for y in range(height):
                 for xx in range(width):
@@ -72,18 +77,18 @@ def _images_to_chwn(x, n0, n1):
     return xt
 
 
-@parallel_jit
+@jit
 def _chwn_to_images(xt, x, n0):
     """The inverse of :func:`_images_to_chwn`: write ``xt`` into images ``n0, n0 + 1, ...`` of ``x``."""
     channels, height, width, n_images = xt.shape
-    for c in prange(channels):
+    for c in range(channels):
         for m in range(n_images):
             for y in range(height):
                 for xx in range(width):
                     x[n0 + m, c, y, xx] = xt[c, y, xx, m]
 
 
-@parallel_jit
+@jit
 def im2col(xt, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
     """Receptive fields of a chunk of images ``xt`` (c, h, w, m) as columns:
     ``cols[(c, u, v), (i, j, m)] = x_padded[m, c, i*sh + u*dh, j*sw + v*dw]``.
@@ -94,7 +99,7 @@ def im2col(xt, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
     """
     channels, height, width, n_images = xt.shape
     cols = np.empty((channels * kh * kw, oh * ow * n_images), dtype=xt.dtype)
-    for row in prange(channels * kh * kw):
+    for row in range(channels * kh * kw):
         c, u, v = row // (kh * kw), (row // kw) % kh, row % kw
         for i in range(oh):
             y = i * sh + u * dh - ph
@@ -110,13 +115,13 @@ def im2col(xt, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
     return cols
 
 
-@parallel_jit
+@jit
 def col2im(dcols, channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow):
     """The adjoint of :func:`im2col`: fold column gradients back into image
     gradients (c, h, w, m), adding where receptive fields overlap."""
     n_images = dcols.shape[1] // (oh * ow)
     dxt = np.zeros((channels, height, width, n_images), dtype=dcols.dtype)
-    for c in prange(channels):  # one channel per thread: no two threads add to the same pixel
+    for c in range(channels):
         for u in range(kh):
             for v in range(kw):
                 row = (c * kh + u) * kw + v
@@ -131,26 +136,26 @@ def col2im(dcols, channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw, oh, o
     return dxt
 
 
-@parallel_jit
+@jit
 def _scatter_to_nchw(mat, out, n0):
     """Copy a (f, (i, j, m)) GEMM result into images ``n0 ... n0 + m - 1`` of ``out`` (n, f, oh, ow)."""
     features, positions = out.shape[1], out.shape[2] * out.shape[3]
     n_images = mat.shape[1] // positions
     flat = out.reshape((out.shape[0], features, positions))
-    for f in prange(features):
+    for f in range(features):
         for m in range(n_images):
             for p in range(positions):
                 flat[n0 + m, f, p] = mat[f, p * n_images + m]
 
 
-@parallel_jit
+@jit
 def _gather_from_nchw(maps, n0, n1):
     """Images ``n0 <= n < n1`` of (n, f, oh, ow) maps as an (f, (i, j, m)) matrix, the layout of :func:`im2col`."""
     features, positions = maps.shape[1], maps.shape[2] * maps.shape[3]
     n_images = n1 - n0
     flat = maps.reshape((maps.shape[0], features, positions))
     mat = np.empty((features, positions * n_images), dtype=maps.dtype)
-    for f in prange(features):
+    for f in range(features):
         for m in range(n_images):  # this order (contiguous reads) measured 2-3x faster than the reverse
             for p in range(positions):
                 mat[f, p * n_images + m] = flat[n0 + m, f, p]
@@ -170,14 +175,43 @@ def _filter_matrix(kern):
     return mat
 
 
-# Images per im2col chunk: the chunk's columns take about this many bytes,
-# so they stay in cache between being written and multiplied.
-CHUNK_BYTES = 4 << 20
+# A chunk's unrolled columns take at most about this many bytes, so they stay
+# in cache between being written and multiplied.
+CHUNK_BYTES = 2 << 20
+# Chunks hold a multiple of this many images where they can: the copies run
+# over the image index, and whole SIMD vectors of it copy several times faster.
+CHUNK_ALIGN = 16
 
 
 @jit
-def _chunk(n_images, rows, positions, itemsize):
-    return max(1, min(n_images, CHUNK_BYTES // max(1, rows * positions * itemsize)))
+def _chunking(n_images, rows, positions, itemsize, threads):
+    """``(images per chunk, number of chunks)`` for ``n_images`` whose columns are
+    ``rows x positions`` each: a chunk fits ``CHUNK_BYTES``, and there are at least
+    ``threads`` chunks when there are that many images.
+
+    (The thread count is an argument: ``numba.get_num_threads()`` inside
+    compiled code would keep it, and every graph calling it, out of the cache.)
+    """
+    step = max(1, CHUNK_BYTES // max(1, rows * positions * itemsize))
+    if step >= CHUNK_ALIGN:
+        step -= step % CHUNK_ALIGN
+    step = max(1, min(step, -(-n_images // threads)))
+    return step, -(-n_images // step)
+
+
+@jit
+def _chunk_bounds(chunk, step, n_images):
+    """Images ``[n0, n1)`` of chunk number ``chunk``."""
+    return chunk * step, min((chunk + 1) * step, n_images)
+
+
+@jit
+def _sum_first_axis(partial):
+    """``partial.sum(axis=0)`` (a plain loop compiles several times faster inside a parallel function)."""
+    total = np.zeros(partial.shape[1:], dtype=partial.dtype)
+    for chunk in range(partial.shape[0]):
+        total += partial[chunk]
+    return total
 
 
 @jit
@@ -186,8 +220,8 @@ def _check_output_size(oh, ow):
         raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
 
 
-@jit
-def corr2d(x, kern, ph, pw, sh, sw, dh, dw):
+@parallel_jit
+def corr2d(x, kern, ph, pw, sh, sw, dh, dw, threads):
     """'Valid' cross-correlation of zero-padded ``x`` (n, c, h, w) with ``kern`` (f, c, kh, kw)."""
     n_images, channels, height, width = x.shape
     n_filters, kern_channels, kh, kw = kern.shape
@@ -198,33 +232,33 @@ def corr2d(x, kern, ph, pw, sh, sw, dh, dw):
     _check_output_size(oh, ow)
     wmat = _filter_matrix(kern)
     out = np.empty((n_images, n_filters, oh, ow), dtype=x.dtype)
-    step = _chunk(n_images, wmat.shape[1], oh * ow, x.itemsize)
-    for n0 in range(0, n_images, step):
-        n1 = min(n0 + step, n_images)
+    step, n_chunks = _chunking(n_images, wmat.shape[1], oh * ow, x.itemsize, threads)
+    for chunk in prange(n_chunks):
+        n0, n1 = _chunk_bounds(chunk, step, n_images)
         cols = im2col(_images_to_chwn(x, n0, n1), kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
         _scatter_to_nchw(np.dot(wmat, cols), out, n0)
     return out
 
 
-@jit
-def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw):
+@parallel_jit
+def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, threads):
     """Gradient of :func:`corr2d` with respect to the filters, given the output gradient."""
     n_images, channels, height, width = x.shape
     n_filters, oh, ow = gout.shape[1], gout.shape[2], gout.shape[3]
     if (gout.shape[0] != n_images or oh != conv_output_size(height, kh, ph, sh, dh)
             or ow != conv_output_size(width, kw, pw, sw, dw)):
         raise ValueError("conv2d gradient: the output gradient's shape does not match the input's")
-    grad = np.zeros((n_filters, channels * kh * kw), dtype=x.dtype)
-    step = _chunk(n_images, channels * kh * kw, oh * ow, x.itemsize)
-    for n0 in range(0, n_images, step):
-        n1 = min(n0 + step, n_images)
+    step, n_chunks = _chunking(n_images, channels * kh * kw, oh * ow, x.itemsize, threads)
+    partial = np.empty((n_chunks, n_filters, channels * kh * kw), dtype=x.dtype)
+    for chunk in prange(n_chunks):
+        n0, n1 = _chunk_bounds(chunk, step, n_images)
         cols = im2col(_images_to_chwn(x, n0, n1), kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-        grad += np.dot(_gather_from_nchw(gout, n0, n1), cols.T)
-    return grad.reshape((n_filters, channels, kh, kw))
+        partial[chunk] = np.dot(_gather_from_nchw(gout, n0, n1), cols.T)
+    return _sum_first_axis(partial).reshape((n_filters, channels, kh, kw))
 
 
-@jit
-def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw):
+@parallel_jit
+def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, threads):
     """Gradient of :func:`corr2d` with respect to its input, given the output gradient."""
     n_filters, channels, kh, kw = kern.shape
     n_images, oh, ow = gout.shape[0], gout.shape[2], gout.shape[3]
@@ -233,9 +267,9 @@ def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw):
         raise ValueError("conv2d gradient: the output gradient's shape does not match the filters'")
     wmat_t = np.ascontiguousarray(_filter_matrix(kern).T)
     dx = np.empty((n_images, channels, height, width), dtype=gout.dtype)
-    step = _chunk(n_images, wmat_t.shape[0], oh * ow, gout.itemsize)
-    for n0 in range(0, n_images, step):
-        n1 = min(n0 + step, n_images)
+    step, n_chunks = _chunking(n_images, wmat_t.shape[0], oh * ow, gout.itemsize, threads)
+    for chunk in prange(n_chunks):
+        n0, n1 = _chunk_bounds(chunk, step, n_images)
         dcols = np.dot(wmat_t, _gather_from_nchw(gout, n0, n1))
         _chwn_to_images(col2im(dcols, channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow),
                         dx, n0)

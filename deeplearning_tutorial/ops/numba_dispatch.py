@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numba
 import numpy as np
 from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
 
@@ -31,11 +32,13 @@ _SOURCE_HASH = hashlib.sha256(
 
 
 def _register(op_type):
-    """Register a Numba implementation of ``op_type`` with a cache key of its props and our source."""
+    """Register a Numba implementation of ``op_type`` with a cache key of its props, our source
+    and the thread count (the convolutions split their work by it)."""
 
     def decorator(funcify):
         def funcify_and_key(op, node, **kwargs):
-            key = f"{op_type.__module__}.{op_type.__qualname__}{op._props()}-{_SOURCE_HASH}"
+            key = (f"{op_type.__module__}.{op_type.__qualname__}{op._props()}-{_SOURCE_HASH}"
+                   f"-threads{numba.get_num_threads()}")
             return funcify(op, node, **kwargs), key
 
         register_funcify_and_cache_key(op_type)(funcify_and_key)
@@ -47,10 +50,11 @@ def _register(op_type):
 @_register(Corr2d)
 def numba_funcify_Corr2d(op, node, **kwargs):
     ph, pw, sh, sw, dh, dw = op.params
+    threads = numba.get_num_threads()
 
     @numba_njit
     def corr2d(img, kern):
-        return kernels.corr2d(np.ascontiguousarray(img), kern, ph, pw, sh, sw, dh, dw)
+        return kernels.corr2d(np.ascontiguousarray(img), kern, ph, pw, sh, sw, dh, dw, threads)
 
     return corr2d
 
@@ -58,12 +62,13 @@ def numba_funcify_Corr2d(op, node, **kwargs):
 @_register(Corr2dGradWeights)
 def numba_funcify_Corr2dGradWeights(op, node, **kwargs):
     ph, pw, sh, sw, dh, dw = op.params
+    threads = numba.get_num_threads()
 
     @numba_njit
     def corr2d_grad_weights(img, gout, kernel_shape):
         return kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout),
                                            kernel_shape[0], kernel_shape[1],
-                                           ph, pw, sh, sw, dh, dw)
+                                           ph, pw, sh, sw, dh, dw, threads)
 
     return corr2d_grad_weights
 
@@ -71,11 +76,12 @@ def numba_funcify_Corr2dGradWeights(op, node, **kwargs):
 @_register(Corr2dGradInputs)
 def numba_funcify_Corr2dGradInputs(op, node, **kwargs):
     ph, pw, sh, sw, dh, dw = op.params
+    threads = numba.get_num_threads()
 
     @numba_njit
     def corr2d_grad_inputs(kern, gout, image_shape):
         return kernels.corr2d_grad_inputs(kern, np.ascontiguousarray(gout), image_shape[0], image_shape[1],
-                                          ph, pw, sh, sw, dh, dw)
+                                          ph, pw, sh, sw, dh, dw, threads)
 
     return corr2d_grad_inputs
 
