@@ -11,8 +11,10 @@ approximation evaluated in float64 and rounded once: it is within 0.51 ulp
 of the exact value on six million float32 values sampled over the whole
 range (0.5 ulp is the rounding itself; NumPy's float32 ``tanh`` is within
 about 1.4 on them), keeps ``tanh(±0) = ±0``,
-``tanh(±inf) = ±1`` and NaN, and makes no calls (its clamp is a select),
-so Elemwise loops vectorise it.  float64 keeps PyTensor's implementation.
+``tanh(±inf) = ±1`` and NaN, and makes no calls (its clamp is a select)
+and no checked division (Numba's ``/`` raises on a zero divisor, and that
+branch alone kept loops scalar: ``np.true_divide`` is the same IEEE
+division without it), so Elemwise loops vectorise it.  float64 keeps PyTensor's implementation.
 Importing :mod:`deeplearning_tutorial.ops` registers it for every graph
 compiled afterwards in the process.
 """
@@ -49,7 +51,7 @@ def tanh_float32(x):
     z = v * v
     p = ((((((P7 * z + P6) * z + P5) * z + P4) * z + P3) * z + P2) * z + P1) * z + P0
     q = (((Q4 * z + Q3) * z + Q2) * z + Q1) * z + 1.0
-    return np.float32(v * p / q)
+    return np.float32(np.true_divide(v * p, q))
 
 
 @register_scalar_funcify(Tanh)
