@@ -126,7 +126,9 @@ def main(argv=None) -> int:
         for model in args.models.split(","):
             if model not in MODELS:
                 parser.error(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-            env = {**os.environ, "PYTENSOR_FLAGS": f"floatX={args.floatX},mode={mode}"}
+            # the caller's other flags (compiledir, ...) are kept; the last value of a flag wins
+            flags = ",".join(filter(None, [os.environ.get("PYTENSOR_FLAGS"), f"floatX={args.floatX},mode={mode}"]))
+            env = {**os.environ, "PYTENSOR_FLAGS": flags}
             command = [sys.executable, __file__, "--child", model, "--repeats", str(args.repeats)]
             child = subprocess.run(command, env=env, capture_output=True, text=True)
             if child.returncode != 0:
