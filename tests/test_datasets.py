@@ -148,6 +148,20 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
 
 
+def test_atomic_write_gives_the_permissions_open_would(tmp_path):
+    import os
+    old_mask = os.umask(0o027)
+    try:
+        with datasets.atomic_write(tmp_path / "file.bin") as handle:
+            handle.write(b"data")
+        with open(tmp_path / "plain.bin", "wb") as handle:
+            handle.write(b"data")
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "file.bin").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "plain.bin").stat().st_mode & 0o777 == 0o640
+
+
 def test_prepare_data_script_builds_a_verified_file(idx_dir, tmp_path):
     from conftest import REPO, run_python
     out = tmp_path / "mnist.pkl.gz"
