@@ -73,3 +73,13 @@ def test_the_blas_numba_calls_has_one_thread():
     libraries = {os.path.realpath(lib["filepath"]): lib for lib in threadpoolctl.threadpool_info()}
     assert path in libraries, f"{path} is not among the loaded thread pools"
     assert libraries[path]["num_threads"] == 1
+
+
+def test_an_empty_batch_gives_empty_outputs_and_a_zero_filter_gradient():
+    x = np.zeros((0, 2, 6, 6), np.float32)
+    kern = np.ones((3, 2, 3, 3), np.float32)
+    assert kernels.corr2d(x, kern, 0, 0, 1, 1, 1, 1, 2).shape == (0, 3, 4, 4)
+    gout = np.zeros((0, 3, 4, 4), np.float32)
+    grad_w = kernels.corr2d_grad_weights(x, gout, 3, 3, 0, 0, 1, 1, 1, 1, 2)
+    assert grad_w.shape == kern.shape and not grad_w.any()
+    assert kernels.corr2d_grad_inputs(kern, gout, 6, 6, 0, 0, 1, 1, 1, 1, 2).shape == x.shape

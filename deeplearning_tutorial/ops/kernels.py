@@ -186,8 +186,8 @@ CHUNK_ALIGN = 16
 @jit
 def _chunking(n_images, rows, positions, itemsize, threads):
     """``(images per chunk, number of chunks)`` for ``n_images`` whose columns are
-    ``rows x positions`` each: a chunk fits ``CHUNK_BYTES``, and there are at least
-    ``threads`` chunks when there are that many images.
+    ``rows x positions`` each: a chunk fits ``CHUNK_BYTES``, and no chunk is
+    larger than one thread's share of the images.
 
     (The thread count is an argument: ``numba.get_num_threads()`` inside
     compiled code would keep it, and every graph calling it, out of the cache.)
@@ -249,11 +249,14 @@ def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, threads):
             or ow != conv_output_size(width, kw, pw, sw, dw)):
         raise ValueError("conv2d gradient: the output gradient's shape does not match the input's")
     step, n_chunks = _chunking(n_images, channels * kh * kw, oh * ow, x.itemsize, threads)
-    partial = np.empty((n_chunks, n_filters, channels * kh * kw), dtype=x.dtype)
-    for chunk in prange(n_chunks):
-        n0, n1 = _chunk_bounds(chunk, step, n_images)
-        cols = im2col(_images_to_chwn(x, n0, n1), kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-        partial[chunk] = np.dot(_gather_from_nchw(gout, n0, n1), cols.T)
+    # one partial sum per thread (not per chunk: chunks can be many, and filters large)
+    workers = min(threads, n_chunks)
+    partial = np.zeros((workers, n_filters, channels * kh * kw), dtype=x.dtype)
+    for worker in prange(workers):
+        for chunk in range(worker * n_chunks // workers, (worker + 1) * n_chunks // workers):
+            n0, n1 = _chunk_bounds(chunk, step, n_images)
+            cols = im2col(_images_to_chwn(x, n0, n1), kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+            partial[worker] += np.dot(_gather_from_nchw(gout, n0, n1), cols.T)
     return _sum_first_axis(partial).reshape((n_filters, channels, kh, kw))
 
 
