@@ -8,10 +8,12 @@ which call the same compiled kernels from the Ops' ``perform``.  Importing
 this package also gives the NUMBA backend a vectorisable float32 ``tanh``
 (:mod:`deeplearning_tutorial.ops.numba_tanh`), and gives the BLAS that Numba
 calls a single thread, since the convolutions parallelise over images
-themselves (:mod:`deeplearning_tutorial.ops.blas_threads`).
+themselves (:mod:`deeplearning_tutorial.ops.blas_threads`); large matrix
+products are split over Numba's threads instead
+(:mod:`deeplearning_tutorial.ops.numba_dot`).
 """
 
-from deeplearning_tutorial.ops import blas_threads, numba_dispatch, numba_tanh  # noqa: F401  (register the Numba backend)
+from deeplearning_tutorial.ops import blas_threads, numba_dispatch, numba_dot, numba_tanh  # noqa: F401  (register the Numba backend)
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights, conv2d
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool, pool_2d
 

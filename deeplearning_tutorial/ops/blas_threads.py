@@ -10,7 +10,8 @@ measured here, a LeNet training minibatch took 705 ms that way against
 Numba's ``np.dot`` calls the BLAS that SciPy exports
 (``scipy.linalg.cython_blas``).  In the PyPI wheels that is SciPy's own copy
 of OpenBLAS, a different library from NumPy's, so NumPy's products elsewhere
-in the program keep all their threads.  To give SciPy's BLAS its threads back
+in the program keep all their threads; the NUMBA backend's ``Dot`` nodes split
+large products over Numba's threads instead (``numba_dot.py``).  To give SciPy's BLAS its threads back
 (which makes these convolutions slower), use ``threadpoolctl``::
 
     threadpoolctl.ThreadpoolController().select(filepath=numba_blas_path()).limit(limits=None)
