@@ -11,8 +11,9 @@ Numba's ``np.dot`` calls the BLAS that SciPy exports
 (``scipy.linalg.cython_blas``).  In the PyPI wheels that is SciPy's own copy
 of OpenBLAS, a different library from NumPy's, so NumPy's products elsewhere
 in the program keep all their threads; the NUMBA backend's ``Dot`` nodes split
-large products over Numba's threads instead (``numba_dot.py``).  To give SciPy's BLAS its threads back
-(which makes these convolutions slower), use ``threadpoolctl``::
+large products over Numba's threads instead (``numba_dot.py``).  To give
+SciPy's BLAS its threads back (which makes these convolutions slower), use
+``threadpoolctl``::
 
     threadpoolctl.ThreadpoolController().select(filepath=numba_blas_path()).limit(limits=None)
 """

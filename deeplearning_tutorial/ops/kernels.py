@@ -209,8 +209,8 @@ def _chunk_bounds(chunk, step, n_images):
 def _sum_first_axis(partial):
     """``partial.sum(axis=0)`` (a plain loop compiles several times faster inside a parallel function)."""
     total = np.zeros(partial.shape[1:], dtype=partial.dtype)
-    for chunk in range(partial.shape[0]):
-        total += partial[chunk]
+    for part in range(partial.shape[0]):
+        total += partial[part]
     return total
 
 

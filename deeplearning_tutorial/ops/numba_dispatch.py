@@ -24,22 +24,28 @@ from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool
 from deeplearning_tutorial.ops.pool import as_3d as pool_as_3d
 
 
-# PyTensor caches compiled graphs on disk under a key per Op; the key must
-# change whenever the compiled code does, so it includes a hash of the kernels.
-_SOURCE_HASH = hashlib.sha256(
-    b"".join(Path(source).read_bytes() for source in (kernels.__file__, pool_module.__file__, __file__))
-).hexdigest()[:16]
+def source_hash(*sources: str) -> str:
+    """A short hash of the given source files, for cache keys.
+
+    PyTensor caches compiled graphs on disk under a key per Op; the key must
+    change whenever the compiled code does, so it includes the code's source.
+    """
+    return hashlib.sha256(b"".join(Path(source).read_bytes() for source in sources)).hexdigest()[:16]
+
+
+_SOURCE_HASH = source_hash(kernels.__file__, pool_module.__file__, __file__)
 
 
 def _register(op_type):
     """Register a Numba implementation of ``op_type`` with a cache key of its props, our source
-    and the thread count (the convolutions split their work by it)."""
+    and the thread count, which the implementation receives as ``threads`` (the convolutions
+    split their work by it)."""
 
     def decorator(funcify):
         def funcify_and_key(op, node, **kwargs):
-            key = (f"{op_type.__module__}.{op_type.__qualname__}{op._props()}-{_SOURCE_HASH}"
-                   f"-threads{numba.get_num_threads()}")
-            return funcify(op, node, **kwargs), key
+            threads = numba.get_num_threads()
+            key = f"{op_type.__module__}.{op_type.__qualname__}{op._props()}-{_SOURCE_HASH}-threads{threads}"
+            return funcify(op, node, threads=threads, **kwargs), key
 
         register_funcify_and_cache_key(op_type)(funcify_and_key)
         return funcify
@@ -48,9 +54,8 @@ def _register(op_type):
 
 
 @_register(Corr2d)
-def numba_funcify_Corr2d(op, node, **kwargs):
+def numba_funcify_Corr2d(op, node, threads, **kwargs):
     ph, pw, sh, sw, dh, dw = op.params
-    threads = numba.get_num_threads()
 
     @numba_njit
     def corr2d(img, kern):
@@ -60,9 +65,8 @@ def numba_funcify_Corr2d(op, node, **kwargs):
 
 
 @_register(Corr2dGradWeights)
-def numba_funcify_Corr2dGradWeights(op, node, **kwargs):
+def numba_funcify_Corr2dGradWeights(op, node, threads, **kwargs):
     ph, pw, sh, sw, dh, dw = op.params
-    threads = numba.get_num_threads()
 
     @numba_njit
     def corr2d_grad_weights(img, gout, kernel_shape):
@@ -74,9 +78,8 @@ def numba_funcify_Corr2dGradWeights(op, node, **kwargs):
 
 
 @_register(Corr2dGradInputs)
-def numba_funcify_Corr2dGradInputs(op, node, **kwargs):
+def numba_funcify_Corr2dGradInputs(op, node, threads, **kwargs):
     ph, pw, sh, sw, dh, dw = op.params
-    threads = numba.get_num_threads()
 
     @numba_njit
     def corr2d_grad_inputs(kern, gout, image_shape):

@@ -15,9 +15,6 @@ every graph compiled afterwards in the process.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numba
 import numpy as np
 from numba import prange
@@ -29,11 +26,13 @@ from pytensor.link.numba.dispatch.basic import (
 from pytensor.link.numba.dispatch.linalg.products import _gemm
 from pytensor.tensor.math import Dot
 
+from deeplearning_tutorial.ops.numba_dispatch import source_hash
+
 # Below this many multiply-adds a product runs as one call: waking the other
 # threads costs more than it saves.
 PARALLEL_MIN = 1 << 22
 
-_SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+_SOURCE_HASH = source_hash(__file__)
 
 
 @register_funcify_and_cache_key(Dot)

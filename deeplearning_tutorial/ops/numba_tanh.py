@@ -14,15 +14,13 @@ about 1.4 on them), keeps ``tanh(±0) = ±0``,
 ``tanh(±inf) = ±1`` and NaN, and makes no calls (its clamp is a select)
 and no checked division (Numba's ``/`` raises on a zero divisor, and that
 branch alone kept loops scalar: ``np.true_divide`` is the same IEEE
-division without it), so Elemwise loops vectorise it.  float64 keeps PyTensor's implementation.
+division without it), so Elemwise loops vectorise it.  float64 keeps
+PyTensor's implementation.
 Importing :mod:`deeplearning_tutorial.ops` registers it for every graph
 compiled afterwards in the process.
 """
 
 from __future__ import annotations
-
-import hashlib
-from pathlib import Path
 
 import numpy as np
 from pytensor.link.numba.dispatch.basic import numba_njit
@@ -33,6 +31,8 @@ from pytensor.link.numba.dispatch.scalar import (
 )
 from pytensor.scalar.basic import Tanh
 
+from deeplearning_tutorial.ops.numba_dispatch import source_hash
+
 # tanh(x) = x P(x^2) / Q(x^2) on |x| <= CLAMP: a weighted least-squares fit
 # to float64 tanh (relative error below 3e-8).  Beyond CLAMP the exact tanh
 # rounds to +-1 in float32, and so does the approximation at CLAMP.
@@ -41,7 +41,7 @@ P0, P1, P2, P3 = 0.9999999998552905, 0.13938544811415526, 0.0042021186673866, 3.
 P4, P5, P6, P7 = 5.4659580461905006e-08, -4.736096152276591e-11, 6.460991638011198e-14, -5.90549548832197e-17
 Q1, Q2, Q3, Q4 = 0.4727187803488558, 0.028441713719926997, 0.00045519240138556675, 1.8761660810751206e-06
 
-_SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+_SOURCE_HASH = source_hash(__file__)
 
 
 @numba_njit(inline="always")
