@@ -17,6 +17,7 @@ from conftest import REPO, run_python
 from deeplearning_tutorial import convolutional_mlp
 from deeplearning_tutorial.convolutional_mlp import LeNetConvPoolLayer
 from deeplearning_tutorial.datasets import read_dataset
+from deeplearning_tutorial.logistic_sgd import LogisticRegression
 from deeplearning_tutorial.training import load_best_model
 
 floatX = pytensor.config.floatX
@@ -46,6 +47,29 @@ def test_layer_output_matches_scipy():
     pooled = conv[:, :, :6, :6].reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5))  # ignore_border
     np.testing.assert_allclose(result, np.tanh(pooled + b[None, :, None, None]), rtol=1e-5, atol=1e-6)
     assert layer.params == [layer.W, layer.b] and layer.input is x
+
+
+def test_sgd_updates_keep_the_filters_c_contiguous():
+    """The tutorial's update of two stacked layers: the filters must stay C-contiguous.
+
+    A negatively strided filter gradient (a flipped view) used to be updated in
+    place, leaving the second layer's filters strided after the first step, and
+    the NUMBA backend compiled the whole training function again for that layout.
+    """
+    rng = np.random.RandomState(0)
+    batch = 4
+    x, y = pt.matrix("x"), pt.ivector("y")
+    layer0 = LeNetConvPoolLayer(rng, x.reshape((batch, 1, 12, 12)), filter_shape=(2, 1, 3, 3),
+                                image_shape=(batch, 1, 12, 12))
+    layer1 = LeNetConvPoolLayer(rng, layer0.output, filter_shape=(3, 2, 3, 3), image_shape=(batch, 2, 5, 5))
+    layer2 = LogisticRegression(input=layer1.output.flatten(2), n_in=3, n_out=10)
+    params = layer2.params + layer1.params + layer0.params
+    cost = layer2.negative_log_likelihood(y)
+    updates = [(p, p - 0.1 * g) for p, g in zip(params, pt.grad(cost, params))]
+    train = pytensor.function([x, y], cost, updates=updates, mode="NUMBA")
+    for _ in range(2):
+        train(rng.uniform(size=(batch, 144)).astype(floatX), np.arange(batch, dtype="int32"))
+        assert all(p.get_value(borrow=True).flags.c_contiguous for p in params)
 
 
 def test_layer_checks_the_map_counts():

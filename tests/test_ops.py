@@ -123,12 +123,15 @@ def test_conv2d_gradients(case, mode):
     )
 
 
-def test_conv2d_second_derivatives():
+@pytest.mark.parametrize("flip", [True, False])
+@pytest.mark.parametrize("wrt", [0, 1])
+def test_conv2d_second_derivatives(flip, wrt):
+    """Through the gradient Ops' own gradients (of the filter gradient for wrt=1, of the input gradient for 0)."""
     rng = np.random.default_rng(1)
 
     def grad_of_squared_output(x, w):
-        cost = (conv2d(x, w, border_mode=1, subsample=(2, 1)) ** 2).sum()
-        return pt.grad(cost, w)
+        cost = (conv2d(x, w, border_mode=1, subsample=(2, 1), filter_flip=flip) ** 2).sum()
+        return pt.grad(cost, [x, w][wrt])
 
     verify_grad(grad_of_squared_output, [rng.normal(size=(2, 2, 6, 5)), rng.normal(size=(3, 2, 3, 2))], rng=rng)
 

@@ -1,8 +1,8 @@
 """2-D convolution for PyTensor with Theano's ``conv2d`` semantics and gradients.
 
-``conv2d`` flips the filters (a true convolution) unless ``filter_flip=False``
-and hands the work to :class:`Corr2d`, a cross-correlation Op, like Theano's
-``CorrMM``.  Its gradients are two further Ops, :class:`Corr2dGradWeights`
+``conv2d`` hands the work to :class:`Corr2d`, a cross-correlation Op, like
+Theano's ``CorrMM``; its ``filter_flip`` prop flips the filters first (a true
+convolution, ``conv2d``'s default).  Its gradients are two further Ops, :class:`Corr2dGradWeights`
 and :class:`Corr2dGradInputs`, whose own gradients are built from the three
 Ops again, so second derivatives work too.
 """
@@ -46,14 +46,23 @@ def _float_tensor(x, ndim: int, what: str):
 
 
 class _Corr2dBase(Op):
-    """Shared parameters: zero padding, strides and dilation, as (rows, cols) pairs."""
+    """Shared parameters: zero padding, strides and dilation, as (rows, cols) pairs, and
+    ``filter_flip``: the filters are used rotated by 180 degrees (a convolution).
 
-    __props__ = ("border", "subsample", "dilation")
+    The flip lives in the Ops rather than in the graph (as a ``[:, :, ::-1, ::-1]``
+    view) so that the filter gradient comes out C-contiguous: a negatively strided
+    gradient would make the updated filters negatively strided too, and the NUMBA
+    backend compiles a function again for each new memory layout of its inputs.
+    """
 
-    def __init__(self, border: Pair = (0, 0), subsample: Pair = (1, 1), dilation: Pair = (1, 1)):
+    __props__ = ("border", "subsample", "dilation", "filter_flip")
+
+    def __init__(self, border: Pair = (0, 0), subsample: Pair = (1, 1), dilation: Pair = (1, 1),
+                 filter_flip: bool = False):
         self.border = tuple(border)
         self.subsample = tuple(subsample)
         self.dilation = tuple(dilation)
+        self.filter_flip = bool(filter_flip)
 
     @property
     def params(self) -> tuple[int, ...]:
@@ -102,6 +111,8 @@ class Corr2d(_Corr2dBase):
 
     def perform(self, node, inputs, output_storage):
         img, kern = inputs
+        if self.filter_flip:
+            kern = kern[:, :, ::-1, ::-1]
         output_storage[0][0] = kernels.corr2d(np.ascontiguousarray(img), kern, *self.params,
                                               numba.get_num_threads())
 
@@ -112,9 +123,8 @@ class Corr2d(_Corr2dBase):
     def pullback(self, inputs, outputs, output_grads):
         img, kern = inputs
         (gout,) = output_grads
-        params = (self.border, self.subsample, self.dilation)
-        d_img = Corr2dGradInputs(*params)(kern, gout, img.shape[-2:])
-        d_kern = Corr2dGradWeights(*params)(img, gout, kern.shape[-2:])
+        d_img = Corr2dGradInputs(*self._props())(kern, gout, img.shape[-2:])
+        d_kern = Corr2dGradWeights(*self._props())(img, gout, kern.shape[-2:])
         return [d_img, d_kern]
 
 
@@ -131,9 +141,9 @@ class Corr2dGradWeights(_Corr2dBase):
 
     def perform(self, node, inputs, output_storage):
         img, gout, (kh, kw) = inputs
-        output_storage[0][0] = kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout),
-                                                           int(kh), int(kw), *self.params,
-                                                           numba.get_num_threads())
+        d_kern = kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout),
+                                             int(kh), int(kw), *self.params, numba.get_num_threads())
+        output_storage[0][0] = np.ascontiguousarray(d_kern[:, :, ::-1, ::-1]) if self.filter_flip else d_kern
 
     def infer_shape(self, node, shapes):
         img, gout, kernel_shape = node.inputs
@@ -145,9 +155,8 @@ class Corr2dGradWeights(_Corr2dBase):
     def pullback(self, inputs, outputs, output_grads):
         img, gout, kernel_shape = inputs
         (g_kern,) = output_grads
-        params = (self.border, self.subsample, self.dilation)
-        d_img = Corr2dGradInputs(*params)(g_kern, gout, img.shape[-2:])
-        d_gout = Corr2d(*params)(img, g_kern)
+        d_img = Corr2dGradInputs(*self._props())(g_kern, gout, img.shape[-2:])
+        d_gout = Corr2d(*self._props())(img, g_kern)
         return [d_img, d_gout, DisconnectedType()()]
 
 
@@ -164,6 +173,8 @@ class Corr2dGradInputs(_Corr2dBase):
 
     def perform(self, node, inputs, output_storage):
         kern, gout, (h, w) = inputs
+        if self.filter_flip:
+            kern = kern[:, :, ::-1, ::-1]
         output_storage[0][0] = kernels.corr2d_grad_inputs(kern, np.ascontiguousarray(gout), int(h), int(w),
                                                           *self.params, numba.get_num_threads())
 
@@ -177,9 +188,8 @@ class Corr2dGradInputs(_Corr2dBase):
     def pullback(self, inputs, outputs, output_grads):
         kern, gout, image_shape = inputs
         (g_img,) = output_grads
-        params = (self.border, self.subsample, self.dilation)
-        d_kern = Corr2dGradWeights(*params)(g_img, gout, kern.shape[-2:])
-        d_gout = Corr2d(*params)(g_img, kern)
+        d_kern = Corr2dGradWeights(*self._props())(g_img, gout, kern.shape[-2:])
+        d_gout = Corr2d(*self._props())(g_img, kern)
         return [d_kern, d_gout, DisconnectedType()()]
 
 
@@ -249,6 +259,4 @@ def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode="val
         raise ValueError(f"the input has {channels} channels (axis 1) but the filters expect "
                          f"{filter_channels}")
     border = _border(border_mode, (krows, kcols), dilation)
-    if filter_flip:
-        filters = filters[:, :, ::-1, ::-1]
-    return Corr2d(border, subsample, dilation)(input, filters)
+    return Corr2d(border, subsample, dilation, bool(filter_flip))(input, filters)

@@ -56,9 +56,12 @@ def _register(op_type):
 @_register(Corr2d)
 def numba_funcify_Corr2d(op, node, threads, **kwargs):
     ph, pw, sh, sw, dh, dw = op.params
+    flip = op.filter_flip
 
     @numba_njit
     def corr2d(img, kern):
+        if flip:
+            kern = kern[:, :, ::-1, ::-1]
         return kernels.corr2d(np.ascontiguousarray(img), kern, ph, pw, sh, sw, dh, dw, threads)
 
     return corr2d
@@ -67,12 +70,16 @@ def numba_funcify_Corr2d(op, node, threads, **kwargs):
 @_register(Corr2dGradWeights)
 def numba_funcify_Corr2dGradWeights(op, node, threads, **kwargs):
     ph, pw, sh, sw, dh, dw = op.params
+    flip = op.filter_flip
 
     @numba_njit
     def corr2d_grad_weights(img, gout, kernel_shape):
-        return kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout),
-                                           kernel_shape[0], kernel_shape[1],
-                                           ph, pw, sh, sw, dh, dw, threads)
+        d_kern = kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout),
+                                             kernel_shape[0], kernel_shape[1],
+                                             ph, pw, sh, sw, dh, dw, threads)
+        if flip:
+            return d_kern[:, :, ::-1, ::-1].copy()
+        return d_kern
 
     return corr2d_grad_weights
 
@@ -80,9 +87,12 @@ def numba_funcify_Corr2dGradWeights(op, node, threads, **kwargs):
 @_register(Corr2dGradInputs)
 def numba_funcify_Corr2dGradInputs(op, node, threads, **kwargs):
     ph, pw, sh, sw, dh, dw = op.params
+    flip = op.filter_flip
 
     @numba_njit
     def corr2d_grad_inputs(kern, gout, image_shape):
+        if flip:
+            kern = kern[:, :, ::-1, ::-1]
         return kernels.corr2d_grad_inputs(kern, np.ascontiguousarray(gout), image_shape[0], image_shape[1],
                                           ph, pw, sh, sw, dh, dw, threads)
 
