@@ -60,3 +60,61 @@ def test_other_dtypes_keep_pytensors_dot():
 def test_mismatched_shapes_are_an_error():
     with pytest.raises(ValueError):
         compiled_dot("float64", False)(np.ones((300, 200)), np.ones((201, 100)))
+
+
+def _layouts(array):
+    """The same matrix in several memory layouts: (name, view)."""
+    rows, cols = array.shape
+    doubled = np.zeros((2 * rows, 2 * cols), array.dtype)
+    doubled[::2, ::2] = array
+    return [
+        ("C", array), ("F", np.asfortranarray(array)),
+        ("reversed rows", np.ascontiguousarray(array[::-1])[::-1]),
+        ("reversed columns", np.asfortranarray(array[:, ::-1])[:, ::-1]),
+        ("every other row and column", doubled[::2, ::2]),
+        ("padded rows", np.pad(array, ((0, 0), (0, 3)))[:, :cols]),
+        ("padded columns, F", np.asfortranarray(np.pad(array, ((0, 3), (0, 0))))[:rows]),
+    ]
+
+
+@functools.cache
+def callable_gemm(dtype):
+    """``gemm_into`` behind a wrapper Python can call (it is compiled for calls from Numba only)."""
+    gemm = numba_dot.gemm_into(np.dtype(dtype))
+    return numba.njit(lambda a, b, out: gemm(a, b, out))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m, k, n", [(6, 5, 4), (1, 5, 4), (6, 1, 4), (6, 5, 1), (1, 1, 1)])
+def test_gemm_block_reads_every_layout(m, k, n, dtype):
+    """The BLAS call behind every block: each operand layout, into whole results and into
+    blocks of rows and of columns of a C-contiguous result, against NumPy."""
+    rng = np.random.default_rng(5)
+    gemm = callable_gemm(dtype)
+    a0, b0 = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    tol = {"float32": 1e-5, "float64": 1e-13}[dtype]
+    for (a_name, a), (b_name, b) in ((la, lb) for la in _layouts(a0) for lb in _layouts(b0)):
+        out = np.full((m + 2, n + 2), np.nan, dtype)
+        gemm(a, b, out[1:m + 1, 1:n + 1])
+        np.testing.assert_allclose(out[1:m + 1, 1:n + 1], a0.astype(np.float64) @ b0, rtol=tol, atol=tol,
+                                   err_msg=f"a {a_name}, b {b_name}")
+        assert np.isnan(out[0]).all() and np.isnan(out[:, 0]).all(), "wrote outside its block"
+        assert np.isnan(out[-1]).all() and np.isnan(out[:, -1]).all(), "wrote outside its block"
+
+
+def test_empty_products():
+    gemm = callable_gemm("float64")
+    out = np.full((3, 2), np.nan)
+    gemm(np.ones((3, 0)), np.ones((0, 2)), out)
+    np.testing.assert_array_equal(out, 0)
+    gemm(np.ones((0, 4)), np.ones((4, 2)), np.empty((0, 2)))
+    gemm(np.ones((3, 4)), np.ones((4, 0)), np.empty((3, 0)))
+
+
+def test_reversed_and_strided_operands_in_a_graph():
+    """Views PyTensor hands to Dot unchanged (reversed, strided), through the parallel path."""
+    x, y = pt.matrix(dtype="float64"), pt.matrix(dtype="float64")
+    f = pytensor.function([x, y], pt.dot(x[::-1, ::2], y[:, ::-1]), mode="NUMBA")
+    rng = np.random.default_rng(6)
+    xv, yv = rng.standard_normal((400, 800)), rng.standard_normal((400, 300))
+    np.testing.assert_allclose(f(xv, yv), xv[::-1, ::2] @ yv[:, ::-1], rtol=1e-12, atol=1e-10)

@@ -6,14 +6,21 @@ leave PyTensor's own ``Dot`` nodes (LeNet's hidden layer, or any product in
 your graph) on one core.  This registers, for ``Dot`` nodes whose operands
 and result share a float32 or float64 dtype, a product that splits the
 larger dimension of the result into one block per thread, each block one
-single-threaded BLAS call writing into its slice of the result, on the same
-thread pool as the convolutions.  Products under ``PARALLEL_MIN``
-multiply-adds, other dtypes and single-threaded runs keep PyTensor's
-implementation.  Importing :mod:`deeplearning_tutorial.ops` registers it for
-every graph compiled afterwards in the process.
+single-threaded BLAS ``gemm`` call writing into its slice of the result, on
+the same thread pool as the convolutions.  Products under ``PARALLEL_MIN``
+multiply-adds run as one call.  Other dtypes and single-threaded runs keep
+PyTensor's implementation.
+
+The blocks call ``gemm`` directly, with the transpose flags and leading
+dimensions read from the strides at run time, so one small function serves
+every memory layout: Numba compiles the product once per combination of
+operand layouts, and PyTensor's general ``_gemm`` (which handles reversed
+axes and vectors) made each of those compilations take 3-10 s.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numba
 import numpy as np
@@ -23,7 +30,8 @@ from pytensor.link.numba.dispatch.basic import (
     numba_njit,
     register_funcify_and_cache_key,
 )
-from pytensor.link.numba.dispatch.linalg.products import _gemm
+from pytensor.link.numba.dispatch.linalg._BLAS import _BLAS
+from pytensor.link.numba.dispatch.linalg._LAPACK import val_to_dptr, val_to_int_ptr, val_to_sptr
 from pytensor.tensor.math import Dot
 
 from deeplearning_tutorial.ops.numba_dispatch import source_hash
@@ -35,6 +43,67 @@ PARALLEL_MIN = 1 << 22
 _SOURCE_HASH = source_hash(__file__)
 
 
+@numba_njit(inline="always")
+def _blas_view(a):
+    """How column-major BLAS can read ``a`` in place: (transposed, leading dimension).
+
+    A column-major ``a`` is read as is; a row-major one is its transpose to
+    BLAS.  The leading dimension is 0 when neither works (reversed or
+    doubly strided axes): the caller copies ``a`` first.
+    """
+    rows, cols = a.shape
+    item = a.itemsize
+    if a.strides[0] % item or a.strides[1] % item:
+        return False, 0
+    row_step, col_step = a.strides[0] // item, a.strides[1] // item
+    if (rows == 1 or row_step == 1) and (cols == 1 or col_step >= max(1, rows)):
+        return False, col_step if cols > 1 else max(1, rows)
+    if (cols == 1 or col_step == 1) and (rows == 1 or row_step >= max(1, cols)):
+        return True, row_step if rows > 1 else max(1, cols)
+    return False, 0
+
+
+@functools.cache
+def gemm_into(dtype: np.dtype):
+    """A compiled ``gemm_into(a, b, out)``: ``out[...] = a @ b`` for a row-major ``out``.
+
+    ``out`` may be a block of rows or of columns of a C-contiguous array.
+    Column-major BLAS sees ``out`` as ``out.T`` and computes
+    ``out.T = b.T @ a.T``.
+    """
+    xgemm = _BLAS().numba_xgemm(numba.from_dtype(dtype))
+    scalar_ptr = val_to_sptr if dtype == np.float32 else val_to_dptr
+    one, zero = dtype.type(1), dtype.type(0)
+
+    @numba_njit
+    def gemm(a, b, out):
+        m, k, n = a.shape[0], a.shape[1], b.shape[1]
+        if m == 0 or n == 0:
+            return
+        if k == 0:
+            out[...] = 0
+            return
+        a_transposed, lda = _blas_view(a)
+        if lda == 0:
+            a = np.ascontiguousarray(a)
+            a_transposed, lda = True, max(1, k)
+        b_transposed, ldb = _blas_view(b)
+        if ldb == 0:
+            b = np.ascontiguousarray(b)
+            b_transposed, ldb = True, max(1, n)
+        ldc = max(1, out.strides[0] // out.itemsize) if m > 1 else max(1, n)
+        xgemm(
+            val_to_int_ptr(ord("N") if b_transposed else ord("T")),
+            val_to_int_ptr(ord("N") if a_transposed else ord("T")),
+            val_to_int_ptr(np.int32(n)), val_to_int_ptr(np.int32(m)), val_to_int_ptr(np.int32(k)),
+            scalar_ptr(one), b.ctypes, val_to_int_ptr(np.int32(ldb)),
+            a.ctypes, val_to_int_ptr(np.int32(lda)),
+            scalar_ptr(zero), out.ctypes, val_to_int_ptr(np.int32(ldc)),
+        )
+
+    return gemm
+
+
 @register_funcify_and_cache_key(Dot)
 def numba_funcify_Dot(op, node, **kwargs):
     threads = numba.get_num_threads()
@@ -43,6 +112,7 @@ def numba_funcify_Dot(op, node, **kwargs):
         # PyTensor's own implementation and cache key (the base case of its dispatcher)
         return numba_funcify_and_cache_key.dispatch(object)(op, node=node, **kwargs)
     dtype = node.outputs[0].type.numpy_dtype
+    gemm = gemm_into(dtype)
 
     @numba_njit(parallel=True)
     def parallel_dot(x, y):
@@ -51,15 +121,15 @@ def numba_funcify_Dot(op, node, **kwargs):
             raise ValueError("dot: the first matrix's columns and the second's rows differ in number")
         out = np.empty((m, n), dtype=dtype)
         if m * x.shape[1] * n < PARALLEL_MIN:
-            return _gemm(x, y, out)
-        if m >= n:
-            for block in prange(threads):
+            gemm(x, y, out)
+            return out
+        for block in prange(threads):
+            if m >= n:
                 r0, r1 = block * m // threads, (block + 1) * m // threads
-                _gemm(x[r0:r1], y, out[r0:r1])
-        else:
-            for block in prange(threads):
+                gemm(x[r0:r1], y, out[r0:r1])
+            else:
                 c0, c1 = block * n // threads, (block + 1) * n // threads
-                _gemm(x, y[:, c0:c1], out[:, c0:c1])
+                gemm(x, y[:, c0:c1], out[:, c0:c1])
         return out
 
     return parallel_dot, f"deeplearning_tutorial.ops.numba_dot-{dtype}-threads{threads}-{_SOURCE_HASH}"
