@@ -104,6 +104,30 @@ def gemm_into(dtype: np.dtype):
     return gemm
 
 
+@functools.cache
+def split_product(dtype: np.dtype, threads: int):
+    """A compiled ``split_product(x, y, out)``: ``out[...] = x @ y`` in one block per thread.
+
+    Callers pass every operand as a general ('A' layout) array, ``x[:, :]``,
+    so Numba compiles this parallel function (the slow part to compile) once
+    per dtype and thread count, whatever the layouts of the graph's products.
+    """
+    gemm = gemm_into(dtype)
+
+    @numba_njit(parallel=True)
+    def split(x, y, out):
+        m, n = out.shape
+        for block in prange(threads):
+            if m >= n:
+                r0, r1 = block * m // threads, (block + 1) * m // threads
+                gemm(x[r0:r1], y, out[r0:r1])
+            else:
+                c0, c1 = block * n // threads, (block + 1) * n // threads
+                gemm(x, y[:, c0:c1], out[:, c0:c1])
+
+    return split
+
+
 @register_funcify_and_cache_key(Dot)
 def numba_funcify_Dot(op, node, **kwargs):
     threads = numba.get_num_threads()
@@ -112,9 +136,9 @@ def numba_funcify_Dot(op, node, **kwargs):
         # PyTensor's own implementation and cache key (the base case of its dispatcher)
         return numba_funcify_and_cache_key.dispatch(object)(op, node=node, **kwargs)
     dtype = node.outputs[0].type.numpy_dtype
-    gemm = gemm_into(dtype)
+    gemm, split = gemm_into(dtype), split_product(dtype, threads)
 
-    @numba_njit(parallel=True)
+    @numba_njit
     def parallel_dot(x, y):
         m, n = x.shape[0], y.shape[1]
         if x.shape[1] != y.shape[0]:
@@ -122,14 +146,8 @@ def numba_funcify_Dot(op, node, **kwargs):
         out = np.empty((m, n), dtype=dtype)
         if m * x.shape[1] * n < PARALLEL_MIN:
             gemm(x, y, out)
-            return out
-        for block in prange(threads):
-            if m >= n:
-                r0, r1 = block * m // threads, (block + 1) * m // threads
-                gemm(x[r0:r1], y, out[r0:r1])
-            else:
-                c0, c1 = block * n // threads, (block + 1) * n // threads
-                gemm(x, y[:, c0:c1], out[:, c0:c1])
+        else:
+            split(x[:, :], y[:, :], out[:, :])
         return out
 
     return parallel_dot, f"deeplearning_tutorial.ops.numba_dot-{dtype}-threads{threads}-{_SOURCE_HASH}"
