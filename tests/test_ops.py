@@ -196,12 +196,19 @@ POOL_CASES = [
 ]
 
 
+FULL_WINDOWS_LEFTOVER = ((2, 3, 7, 5), (2, 2), True, None, (0, 0))
+
+
 def _pool_params():
     """Every case and mode in the C VM mode; a cross-section in the Numba and Python modes."""
     for case, pool_mode in itertools.product(POOL_CASES, POOL_MODES):
         yield pytest.param(case, pool_mode, "CVM")
     for i, case in enumerate(POOL_CASES[1::2]):
         yield pytest.param(case, POOL_MODES[i % 4], "NUMBA")
+    # the Numba backend's own kernels for max pooling with every window inside the image:
+    # tiled, tiled with rows and columns left over, overlapping
+    for case in (POOL_CASES[0], FULL_WINDOWS_LEFTOVER, POOL_CASES[2]):
+        yield pytest.param(case, "max", "NUMBA")
     yield pytest.param(POOL_CASES[1], "max", "FAST_COMPILE")
     yield pytest.param(POOL_CASES[4], "average_inc_pad", "FAST_COMPILE")
 
@@ -219,6 +226,7 @@ def test_pool_2d_matches_loops(case, pool_mode, mode):
 @pytest.mark.parametrize("case, pool_mode, mode", [
     *[(case, pool_mode, "CVM") for case, pool_mode in itertools.product(POOL_CASES, POOL_MODES)],
     (POOL_CASES[2], "max", "NUMBA"), (POOL_CASES[4], "average_exc_pad", "NUMBA"),
+    (POOL_CASES[0], "max", "NUMBA"), (FULL_WINDOWS_LEFTOVER, "max", "NUMBA"),
 ])
 def test_pool_2d_gradients(case, pool_mode, mode):
     shape, ws, ignore_border, stride, pad = case

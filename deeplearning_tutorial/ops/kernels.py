@@ -215,6 +215,15 @@ def _sum_first_axis(partial):
 
 
 @jit
+def _accumulate(total, term):
+    """``total += term`` (a plain loop: in a parallel function the array expression
+    becomes a nested parallel loop, which compiles much more slowly)."""
+    for i in range(total.shape[0]):
+        for j in range(total.shape[1]):
+            total[i, j] += term[i, j]
+
+
+@jit
 def _check_output_size(oh, ow):
     if oh < 1 or ow < 1:
         raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
@@ -256,7 +265,7 @@ def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, threads):
         for chunk in range(worker * n_chunks // workers, (worker + 1) * n_chunks // workers):
             n0, n1 = _chunk_bounds(chunk, step, n_images)
             cols = im2col(_images_to_chwn(x, n0, n1), kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-            partial[worker] += np.dot(_gather_from_nchw(gout, n0, n1), cols.T)
+            _accumulate(partial[worker], np.dot(_gather_from_nchw(gout, n0, n1), cols.T))
     return _sum_first_axis(partial).reshape((n_filters, channels, kh, kw))
 
 
@@ -294,7 +303,7 @@ def _window(index, window, stride, pad, size):
 
 
 @parallel_jit
-def _max_pool_full_windows(x, wh, ww, sh, sw, oh, ow):
+def max_pool_full_windows(x, wh, ww, sh, sw, oh, ow):
     """Max pooling when every window lies inside the image (no padding, border
     ignored): the maximum over a window's rows first, a whole image row at a
     time (which vectorises), then over its columns."""
@@ -317,9 +326,9 @@ def _max_pool_full_windows(x, wh, ww, sh, sw, oh, ow):
 
 
 @parallel_jit
-def _max_pool_grad_tiled(x, maxout, gz, wh, ww):
+def max_pool_grad_tiled(x, maxout, gz, wh, ww):
     """:func:`max_pool_grad` when the windows tile the image (stride = window,
-    no padding): each input is in one window at most, so its gradient is a
+    no padding, border ignored or none left over): each input is in one window at most, so its gradient is a
     branch-free select between the window's gradient and zero, a row at a time."""
     batch, oh, ow = maxout.shape
     gx = np.zeros_like(x)  # inputs beyond the last full window get none
@@ -346,7 +355,7 @@ def pool(x, wh, ww, sh, sw, ph, pw, ignore_border, mode):
     oh = pool_output_size(height, wh, sh, ph, ignore_border)
     ow = pool_output_size(width, ww, sw, pw, ignore_border)
     if mode == MAX and ignore_border and ph == 0 and pw == 0:
-        return _max_pool_full_windows(x, wh, ww, sh, sw, oh, ow)
+        return max_pool_full_windows(x, wh, ww, sh, sw, oh, ow)
     out = np.empty((batch, oh, ow), dtype=x.dtype)
     for b in prange(batch):
         for i in range(oh):
@@ -379,7 +388,7 @@ def max_pool_grad(x, maxout, gz, wh, ww, sh, sw, ph, pw):
     batch, height, width = x.shape
     oh, ow = maxout.shape[1], maxout.shape[2]
     if wh == sh and ww == sw and ph == 0 and pw == 0 and oh * sh <= height and ow * sw <= width:
-        return _max_pool_grad_tiled(x, maxout, gz, wh, ww)
+        return max_pool_grad_tiled(x, maxout, gz, wh, ww)
     gx = np.zeros_like(x)
     for b in prange(batch):
         for i in range(oh):

@@ -102,15 +102,30 @@ def numba_funcify_Corr2dGradInputs(op, node, threads, **kwargs):
 as_3d = numba_njit(pool_as_3d)
 
 
+def _full_windows_max_pool(op) -> bool:
+    """Max pooling whose windows all lie inside the image (LeNet's): the
+    specialised kernels are called directly, so only they are compiled."""
+    return op.mode == "max" and op.ignore_border and op.pad == (0, 0)
+
+
 @_register(Pool)
 def numba_funcify_Pool(op, node, **kwargs):
     wh, ww, sh, sw, ph, pw = op.window_params
     ignore_border, mode = op.ignore_border, kernels.POOL_MODES[op.mode]
 
-    @numba_njit
-    def pool(x):
-        out = kernels.pool(as_3d(x), wh, ww, sh, sw, ph, pw, ignore_border, mode)
-        return out.reshape(x.shape[:-2] + out.shape[-2:])
+    if _full_windows_max_pool(op):
+        @numba_njit
+        def pool(x):
+            x3 = as_3d(x)
+            oh = kernels.pool_output_size(x3.shape[1], wh, sh, 0, True)
+            ow = kernels.pool_output_size(x3.shape[2], ww, sw, 0, True)
+            out = kernels.max_pool_full_windows(x3, wh, ww, sh, sw, oh, ow)
+            return out.reshape(x.shape[:-2] + out.shape[-2:])
+    else:
+        @numba_njit
+        def pool(x):
+            out = kernels.pool(as_3d(x), wh, ww, sh, sw, ph, pw, ignore_border, mode)
+            return out.reshape(x.shape[:-2] + out.shape[-2:])
 
     return pool
 
@@ -119,10 +134,15 @@ def numba_funcify_Pool(op, node, **kwargs):
 def numba_funcify_MaxPoolGrad(op, node, **kwargs):
     wh, ww, sh, sw, ph, pw = op.window_params
 
-    @numba_njit
-    def max_pool_grad(x, maxout, gz):
-        gx = kernels.max_pool_grad(as_3d(x), as_3d(maxout), as_3d(gz), wh, ww, sh, sw, ph, pw)
-        return gx.reshape(x.shape)
+    if _full_windows_max_pool(op) and op.ws == op.stride:
+        @numba_njit
+        def max_pool_grad(x, maxout, gz):
+            return kernels.max_pool_grad_tiled(as_3d(x), as_3d(maxout), as_3d(gz), wh, ww).reshape(x.shape)
+    else:
+        @numba_njit
+        def max_pool_grad(x, maxout, gz):
+            gx = kernels.max_pool_grad(as_3d(x), as_3d(maxout), as_3d(gz), wh, ww, sh, sw, ph, pw)
+            return gx.reshape(x.shape)
 
     return max_pool_grad
 
