@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 
 import numpy as np
 import pytensor
@@ -294,3 +295,14 @@ def test_two_conv_pool_layers_train_with_givens_and_sgd(mode):
     costs = [float(train(0)) for _ in range(10)]
     assert all(later < earlier for earlier, later in zip(costs, costs[1:])), costs
     assert costs[-1] < costs[0] - 0.05, costs
+
+
+def test_correlation_ops_pickled_before_the_flip_prop_load_as_unflipped():
+    """Best-model pickles of earlier versions hold Ops without ``filter_flip`` (their
+    graphs flipped the filters with a view): they must load as plain correlations."""
+    from deeplearning_tutorial.ops.conv import Corr2d
+
+    old = Corr2d.__new__(Corr2d)
+    old.__dict__.update(border=(0, 0), subsample=(1, 1), dilation=(1, 1))
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored == Corr2d((0, 0), (1, 1), (1, 1), filter_flip=False)

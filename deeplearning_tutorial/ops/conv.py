@@ -2,9 +2,9 @@
 
 ``conv2d`` hands the work to :class:`Corr2d`, a cross-correlation Op, like
 Theano's ``CorrMM``; its ``filter_flip`` prop flips the filters first (a true
-convolution, ``conv2d``'s default).  Its gradients are two further Ops, :class:`Corr2dGradWeights`
-and :class:`Corr2dGradInputs`, whose own gradients are built from the three
-Ops again, so second derivatives work too.
+convolution, ``conv2d``'s default).  Its gradients are two further Ops,
+:class:`Corr2dGradWeights` and :class:`Corr2dGradInputs`, whose own gradients
+are built from the three Ops again, so second derivatives work too.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ class _Corr2dBase(Op):
     """
 
     __props__ = ("border", "subsample", "dilation", "filter_flip")
+    # graphs pickled before the prop existed flipped with a view, outside the Op
+    filter_flip = False
 
     def __init__(self, border: Pair = (0, 0), subsample: Pair = (1, 1), dilation: Pair = (1, 1),
                  filter_flip: bool = False):
