@@ -328,8 +328,9 @@ def max_pool_full_windows(x, wh, ww, sh, sw, oh, ow):
 @parallel_jit
 def max_pool_grad_tiled(x, maxout, gz, wh, ww):
     """:func:`max_pool_grad` when the windows tile the image (stride = window,
-    no padding, border ignored or none left over): each input is in one window at most, so its gradient is a
-    branch-free select between the window's gradient and zero, a row at a time."""
+    no padding, border ignored or none left over): each input is in one window
+    at most, so its gradient is a branch-free select between the window's
+    gradient and zero, a row at a time."""
     batch, oh, ow = maxout.shape
     gx = np.zeros_like(x)  # inputs beyond the last full window get none
     for b in prange(batch):

@@ -13,9 +13,9 @@ PyTensor's implementation.
 
 The blocks call ``gemm`` directly, with the transpose flags and leading
 dimensions read from the strides at run time, so one small function serves
-every memory layout: Numba compiles the product once per combination of
-operand layouts, and PyTensor's general ``_gemm`` (which handles reversed
-axes and vectors) made each of those compilations take 3-10 s.
+every memory layout (PyTensor's general ``_gemm``, which also handles
+reversed axes and vectors, took 3-10 s to compile per layout), and the
+parallel split is compiled once per dtype whatever the operands' layouts.
 """
 
 from __future__ import annotations
