@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv/ with a Python >= 3.12 and install the project into it (once;
-# again only when setup.cfg changes). Prints nothing when already up to date.
+# Create .venv/ with a Python >= 3.12 and install the project into it, which
+# compiles its C kernels (once; again only when the package metadata or the C
+# sources change). Prints nothing when already up to date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,9 +29,11 @@ if [ ! -x .venv/bin/python ] || ! is_suitable .venv/bin/python; then
     echo "Creating .venv with $("$python" --version)" >&2
     "$python" -m venv .venv
 fi
-stamp=.venv/.installed-setup.cfg
-if ! cmp -s setup.cfg "$stamp" 2>/dev/null; then
+# what the installation depends on: the package metadata and the C kernels it compiles
+stamp=.venv/.installed
+inputs=$(cat pyproject.toml setup.cfg setup.py deeplearning_tutorial/ops/csrc/* | sha256sum)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ] || ! ls deeplearning_tutorial/ops/_kernels.*.so >/dev/null 2>&1; then
     .venv/bin/python -m pip install --quiet --upgrade pip >&2
     .venv/bin/python -m pip install --quiet -e '.[test]' >&2
-    cp setup.cfg "$stamp"
+    echo "$inputs" > "$stamp"
 fi

@@ -10,6 +10,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 from pytensor.gradient import verify_grad
+from conftest import run_python
 from scipy import signal
 
 from deeplearning_tutorial.ops import conv2d, pool_2d
@@ -165,11 +166,13 @@ def test_conv2d_rejects_bad_arguments_when_building(kwargs, error, message):
         conv2d(pt.tensor4(), pt.tensor4(), **kwargs)
 
 
-def test_conv2d_rejects_wrong_ndim_and_integer_input():
+def test_conv2d_rejects_wrong_ndim_and_integer_or_half_input():
     with pytest.raises(TypeError, match="4-D"):
         conv2d(pt.matrix(), pt.tensor4())
-    with pytest.raises(TypeError, match="float"):
+    with pytest.raises(TypeError, match="float32 or float64"):
         conv2d(pt.tensor4(dtype="int32"), pt.tensor4())
+    with pytest.raises(TypeError, match="float32 or float64"):
+        conv2d(pt.tensor4(), pt.tensor4(dtype="float16"))
 
 
 @pytest.mark.parametrize("mode", ["NUMBA", "CVM"])
@@ -261,9 +264,11 @@ def test_pool_2d_rejects_bad_arguments_when_building(kwargs, error, message):
         pool_2d(pt.tensor(shape=(1, 1, 4, 4)), **kwargs)
 
 
-def test_pool_2d_needs_two_dimensions():
+def test_pool_2d_needs_two_dimensions_of_floats():
     with pytest.raises(TypeError, match="2 or more dimensions"):
         pool_2d(pt.vector(), (2, 2))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        pool_2d(pt.matrix(dtype="int32"), (2, 2))
 
 
 # ----------------------------------------------------------------------------
@@ -306,3 +311,30 @@ def test_correlation_ops_pickled_before_the_flip_prop_load_as_unflipped():
     old.__dict__.update(border=(0, 0), subsample=(1, 1), dilation=(1, 1))
     restored = pickle.loads(pickle.dumps(old))
     assert restored == Corr2d((0, 0), (1, 1), (1, 1), filter_flip=False)
+
+
+CACHED_GRAPH = """
+import numpy as np, pytensor, pytensor.tensor as pt
+from deeplearning_tutorial.ops import conv2d, pool_2d
+x, w = pt.tensor4("x"), pt.tensor4("w")
+y = pool_2d(conv2d(x, w), (2, 2))
+f = pytensor.function([x, w], [y.sum(), *pytensor.grad((y ** 2).sum(), [x, w])], mode="NUMBA")
+rng = np.random.default_rng(0)
+outs = f(rng.standard_normal((4, 2, 9, 9)).astype(x.dtype), rng.standard_normal((3, 2, 4, 4)).astype(x.dtype))
+print(repr([float(np.sum(o)) for o in outs]))
+"""
+
+
+def test_a_numba_graph_runs_from_the_disk_cache_in_a_fresh_process(tmp_path):
+    """Compiled graphs call the C kernels by symbol name, so a graph that PyTensor
+    saved in one process runs, unchanged, in the next."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba"), "PYTENSOR_FLAGS": f"base_compiledir={tmp_path / 'pytensor'}"}
+    first = run_python("-c", CACHED_GRAPH, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    saved = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    assert any(".nbc" in path.name for path in saved), "nothing was cached"
+    second = run_python("-c", CACHED_GRAPH, cwd=tmp_path, env=env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    now = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    assert now == saved, "the second process compiled again instead of loading the cache"

@@ -2,9 +2,10 @@
 
     from deeplearning_tutorial.ops import conv2d, pool_2d
 
-They run in every PyTensor mode: the default NUMBA mode (compiled kernels
-inlined into the graph), the C VM mode "CVM" and the Python mode, both of
-which call the same compiled kernels from the Ops' ``perform``.  Importing
+They run in every PyTensor mode: the default NUMBA mode (which calls the
+kernels from the graph's compiled function), the C VM mode "CVM" and the
+Python mode (which call them from the Ops' ``perform``).  The kernels are C,
+compiled when the package is installed (:mod:`deeplearning_tutorial.ops.kernels`).  Importing
 this package also gives the NUMBA backend a vectorisable float32 ``tanh``
 (:mod:`deeplearning_tutorial.ops.numba_tanh`), and gives the BLAS that Numba
 calls a single thread, since the convolutions parallelise over images

@@ -1,13 +1,13 @@
-"""One thread pool: the BLAS that Numba calls gets a single thread.
+"""One thread pool: the BLAS that the kernels and Numba call gets a single thread.
 
 The convolution kernels split a minibatch into chunks of images and process
-them on all of Numba's threads at once, each thread multiplying its own chunk
-with a BLAS call.  A multi-threaded BLAS would serialise those concurrent
-calls, and its idle threads would spin on the cores Numba's threads need:
-measured here, a LeNet training minibatch took 705 ms that way against
-129 ms with a single-threaded BLAS.
+them on all threads at once, each thread multiplying its own chunk with a
+BLAS call.  A multi-threaded BLAS would serialise those concurrent calls, and
+its idle threads would spin on the cores the kernels' threads need: measured
+here, a LeNet training minibatch took 705 ms that way against 129 ms with a
+single-threaded BLAS.
 
-Numba's ``np.dot`` calls the BLAS that SciPy exports
+The C kernels and Numba's ``np.dot`` call the BLAS that SciPy exports
 (``scipy.linalg.cython_blas``).  In the PyPI wheels that is SciPy's own copy
 of OpenBLAS, a different library from NumPy's, so NumPy's products elsewhere
 in the program keep all their threads; the NUMBA backend's ``Dot`` nodes split

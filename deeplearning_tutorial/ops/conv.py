@@ -40,8 +40,8 @@ def _float_tensor(x, ndim: int, what: str):
     x = pt.as_tensor_variable(x)
     if x.ndim != ndim:
         raise TypeError(f"{what} must be a {ndim}-D tensor, got {x.ndim}-D ({x.type})")
-    if not x.dtype.startswith("float"):
-        raise TypeError(f"{what} must be a float tensor, got {x.dtype}")
+    if x.dtype not in ("float32", "float64"):
+        raise TypeError(f"{what} must be a float32 or float64 tensor, got {x.dtype}")
     return x
 
 
@@ -113,10 +113,7 @@ class Corr2d(_Corr2dBase):
 
     def perform(self, node, inputs, output_storage):
         img, kern = inputs
-        if self.filter_flip:
-            kern = kern[:, :, ::-1, ::-1]
-        output_storage[0][0] = kernels.corr2d(np.ascontiguousarray(img), kern, *self.params,
-                                              numba.get_num_threads())
+        output_storage[0][0] = kernels.corr2d(img, kern, *self.params, self.filter_flip, numba.get_num_threads())
 
     def infer_shape(self, node, shapes):
         (n, _, h, w), (f, _, kh, kw) = shapes
@@ -143,9 +140,8 @@ class Corr2dGradWeights(_Corr2dBase):
 
     def perform(self, node, inputs, output_storage):
         img, gout, (kh, kw) = inputs
-        d_kern = kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout),
-                                             int(kh), int(kw), *self.params, numba.get_num_threads())
-        output_storage[0][0] = np.ascontiguousarray(d_kern[:, :, ::-1, ::-1]) if self.filter_flip else d_kern
+        output_storage[0][0] = kernels.corr2d_grad_weights(img, gout, int(kh), int(kw), *self.params,
+                                                           self.filter_flip, numba.get_num_threads())
 
     def infer_shape(self, node, shapes):
         img, gout, kernel_shape = node.inputs
@@ -175,10 +171,8 @@ class Corr2dGradInputs(_Corr2dBase):
 
     def perform(self, node, inputs, output_storage):
         kern, gout, (h, w) = inputs
-        if self.filter_flip:
-            kern = kern[:, :, ::-1, ::-1]
-        output_storage[0][0] = kernels.corr2d_grad_inputs(kern, np.ascontiguousarray(gout), int(h), int(w),
-                                                          *self.params, numba.get_num_threads())
+        output_storage[0][0] = kernels.corr2d_grad_inputs(kern, gout, int(h), int(w), *self.params,
+                                                          self.filter_flip, numba.get_num_threads())
 
     def infer_shape(self, node, shapes):
         kern, gout, image_shape = node.inputs

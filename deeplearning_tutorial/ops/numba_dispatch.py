@@ -1,11 +1,9 @@
 """Numba-backend implementations of the convolution and pooling Ops.
 
-Inputs are made C-contiguous first (a no-op when they already are): the
-kernels are then compiled for contiguous arrays, whose loops vectorise.
-
 PyTensor's default (NUMBA) mode compiles a whole graph into one Numba
-function; registering these lets it call the compiled kernels directly
-instead of falling back to Python for each Op.
+function; registering these lets it call the kernels (``kernels.py``, whose C
+code is compiled ahead of time) directly instead of falling back to Python
+for each Op.  Each implementation binds the Op's props as constants.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import hashlib
 from pathlib import Path
 
 import numba
-import numpy as np
 from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
 
 from deeplearning_tutorial.ops import kernels
@@ -38,8 +35,8 @@ _SOURCE_HASH = source_hash(kernels.__file__, pool_module.__file__, __file__)
 
 def _register(op_type):
     """Register a Numba implementation of ``op_type`` with a cache key of its props, our source
-    and the thread count, which the implementation receives as ``threads`` (the convolutions
-    split their work by it)."""
+    and the thread count, which the implementation receives as ``threads`` (the kernels split
+    their work by it)."""
 
     def decorator(funcify):
         def funcify_and_key(op, node, **kwargs):
@@ -55,46 +52,33 @@ def _register(op_type):
 
 @_register(Corr2d)
 def numba_funcify_Corr2d(op, node, threads, **kwargs):
-    ph, pw, sh, sw, dh, dw = op.params
-    flip = op.filter_flip
+    params, flip = op.params, op.filter_flip
 
     @numba_njit
     def corr2d(img, kern):
-        if flip:
-            kern = kern[:, :, ::-1, ::-1]
-        return kernels.corr2d(np.ascontiguousarray(img), kern, ph, pw, sh, sw, dh, dw, threads)
+        return kernels.corr2d(img, kern, *params, flip, threads)
 
     return corr2d
 
 
 @_register(Corr2dGradWeights)
 def numba_funcify_Corr2dGradWeights(op, node, threads, **kwargs):
-    ph, pw, sh, sw, dh, dw = op.params
-    flip = op.filter_flip
+    params, flip = op.params, op.filter_flip
 
     @numba_njit
     def corr2d_grad_weights(img, gout, kernel_shape):
-        d_kern = kernels.corr2d_grad_weights(np.ascontiguousarray(img), np.ascontiguousarray(gout),
-                                             kernel_shape[0], kernel_shape[1],
-                                             ph, pw, sh, sw, dh, dw, threads)
-        if flip:
-            return d_kern[:, :, ::-1, ::-1].copy()
-        return d_kern
+        return kernels.corr2d_grad_weights(img, gout, kernel_shape[0], kernel_shape[1], *params, flip, threads)
 
     return corr2d_grad_weights
 
 
 @_register(Corr2dGradInputs)
 def numba_funcify_Corr2dGradInputs(op, node, threads, **kwargs):
-    ph, pw, sh, sw, dh, dw = op.params
-    flip = op.filter_flip
+    params, flip = op.params, op.filter_flip
 
     @numba_njit
     def corr2d_grad_inputs(kern, gout, image_shape):
-        if flip:
-            kern = kern[:, :, ::-1, ::-1]
-        return kernels.corr2d_grad_inputs(kern, np.ascontiguousarray(gout), image_shape[0], image_shape[1],
-                                          ph, pw, sh, sw, dh, dw, threads)
+        return kernels.corr2d_grad_inputs(kern, gout, image_shape[0], image_shape[1], *params, flip, threads)
 
     return corr2d_grad_inputs
 
@@ -102,59 +86,37 @@ def numba_funcify_Corr2dGradInputs(op, node, threads, **kwargs):
 as_3d = numba_njit(pool_as_3d)
 
 
-def _full_windows_max_pool(op) -> bool:
-    """Max pooling whose windows all lie inside the image (LeNet's): the
-    specialised kernels are called directly, so only they are compiled."""
-    return op.mode == "max" and op.ignore_border and op.pad == (0, 0)
-
-
 @_register(Pool)
-def numba_funcify_Pool(op, node, **kwargs):
-    wh, ww, sh, sw, ph, pw = op.window_params
-    ignore_border, mode = op.ignore_border, kernels.POOL_MODES[op.mode]
+def numba_funcify_Pool(op, node, threads, **kwargs):
+    params, ignore_border, mode = op.window_params, op.ignore_border, kernels.POOL_MODES[op.mode]
 
-    if _full_windows_max_pool(op):
-        @numba_njit
-        def pool(x):
-            x3 = as_3d(x)
-            oh = kernels.pool_output_size(x3.shape[1], wh, sh, 0, True)
-            ow = kernels.pool_output_size(x3.shape[2], ww, sw, 0, True)
-            out = kernels.max_pool_full_windows(x3, wh, ww, sh, sw, oh, ow)
-            return out.reshape(x.shape[:-2] + out.shape[-2:])
-    else:
-        @numba_njit
-        def pool(x):
-            out = kernels.pool(as_3d(x), wh, ww, sh, sw, ph, pw, ignore_border, mode)
-            return out.reshape(x.shape[:-2] + out.shape[-2:])
+    @numba_njit
+    def pool(x):
+        out = kernels.pool(as_3d(x), *params, ignore_border, mode, threads)
+        return out.reshape(x.shape[:-2] + out.shape[-2:])
 
     return pool
 
 
 @_register(MaxPoolGrad)
-def numba_funcify_MaxPoolGrad(op, node, **kwargs):
-    wh, ww, sh, sw, ph, pw = op.window_params
+def numba_funcify_MaxPoolGrad(op, node, threads, **kwargs):
+    params, ignore_border = op.window_params, op.ignore_border
 
-    if _full_windows_max_pool(op) and op.ws == op.stride:
-        @numba_njit
-        def max_pool_grad(x, maxout, gz):
-            return kernels.max_pool_grad_tiled(as_3d(x), as_3d(maxout), as_3d(gz), wh, ww).reshape(x.shape)
-    else:
-        @numba_njit
-        def max_pool_grad(x, maxout, gz):
-            gx = kernels.max_pool_grad(as_3d(x), as_3d(maxout), as_3d(gz), wh, ww, sh, sw, ph, pw)
-            return gx.reshape(x.shape)
+    @numba_njit
+    def max_pool_grad(x, maxout, gz):
+        return kernels.max_pool_grad(as_3d(x), as_3d(maxout), as_3d(gz), *params, ignore_border,
+                                     threads).reshape(x.shape)
 
     return max_pool_grad
 
 
 @_register(AveragePoolGrad)
-def numba_funcify_AveragePoolGrad(op, node, **kwargs):
-    wh, ww, sh, sw, ph, pw = op.window_params
-    mode = kernels.POOL_MODES[op.mode]
+def numba_funcify_AveragePoolGrad(op, node, threads, **kwargs):
+    params, ignore_border, mode = op.window_params, op.ignore_border, kernels.POOL_MODES[op.mode]
 
     @numba_njit
     def average_pool_grad(x, gz):
-        gx = kernels.average_pool_grad(as_3d(gz), x.shape[-2], x.shape[-1], wh, ww, sh, sw, ph, pw, mode)
+        gx = kernels.average_pool_grad(as_3d(gz), x.shape[-2], x.shape[-1], *params, ignore_border, mode, threads)
         return gx.reshape(x.shape)
 
     return average_pool_grad

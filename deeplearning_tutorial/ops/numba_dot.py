@@ -42,6 +42,12 @@ PARALLEL_MIN = 1 << 22
 
 _SOURCE_HASH = source_hash(__file__)
 
+# Start Numba's threading layer now.  A graph with the split product in it that
+# PyTensor later loads from its disk cache calls the thread pool through
+# symbols that only exist once it has been launched; without this, such a
+# graph can call a null pointer in a fresh process.
+numba.get_num_threads()
+
 
 @numba_njit(inline="always")
 def _blas_view(a):

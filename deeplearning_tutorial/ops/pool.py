@@ -7,6 +7,7 @@ receives the window's gradient, as in Theano) or :class:`AveragePoolGrad`.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType, grad_not_implemented
@@ -56,13 +57,16 @@ class Pool(_PoolBase):
         x = pt.as_tensor_variable(x)
         if x.ndim < 2:
             raise TypeError(f"pool_2d needs a tensor of 2 or more dimensions, got {x.ndim}-D")
+        if x.dtype not in ("float32", "float64"):
+            raise TypeError(f"pool_2d pools float32 or float64 tensors, got {x.dtype}")
         *lead, h, w = x.type.shape
         shape = (*lead, None if h is None else self.out_size(h, 0), None if w is None else self.out_size(w, 1))
         return Apply(self, [x], [TensorType(x.dtype, shape=shape)()])
 
     def perform(self, node, inputs, output_storage):
         (x,) = inputs
-        out = kernels.pool(as_3d(x), *self.window_params, self.ignore_border, kernels.POOL_MODES[self.mode])
+        out = kernels.pool(as_3d(x), *self.window_params, self.ignore_border, kernels.POOL_MODES[self.mode],
+                           numba.get_num_threads())
         output_storage[0][0] = out.reshape((*x.shape[:-2], *out.shape[-2:]))
 
     def infer_shape(self, node, shapes):
@@ -87,7 +91,8 @@ class MaxPoolGrad(_PoolBase):
 
     def perform(self, node, inputs, output_storage):
         x, maxout, gz = inputs
-        gx = kernels.max_pool_grad(as_3d(x), as_3d(maxout), as_3d(gz), *self.window_params)
+        gx = kernels.max_pool_grad(as_3d(x), as_3d(maxout), as_3d(gz), *self.window_params, self.ignore_border,
+                                   numba.get_num_threads())
         output_storage[0][0] = gx.reshape(x.shape)
 
     def infer_shape(self, node, shapes):
@@ -107,7 +112,7 @@ class AveragePoolGrad(_PoolBase):
     def perform(self, node, inputs, output_storage):
         x, gz = inputs
         gx = kernels.average_pool_grad(as_3d(gz), x.shape[-2], x.shape[-1], *self.window_params,
-                                       kernels.POOL_MODES[self.mode])
+                                       self.ignore_border, kernels.POOL_MODES[self.mode], numba.get_num_threads())
         output_storage[0][0] = gx.reshape(x.shape)
 
     def infer_shape(self, node, shapes):

@@ -1,0 +1,204 @@
+/* Convolution and pooling kernels behind deeplearning_tutorial.ops.
+ *
+ * Compiled ahead of time (when the package is installed), so that no graph
+ * has to compile them: the Numba backend calls these functions by name, the
+ * C VM and Python modes through the same small Numba functions in kernels.py.
+ * Each exported dlt_* function takes the element size (4: float32, 8:
+ * float64) first, C-contiguous arrays as pointers, and returns a DLT_* status.
+ * Shapes are checked by the callers.  Work is split over OpenMP threads, the
+ * runtime Numba's "omp" threading layer uses too; the BLAS products inside run
+ * single-threaded (see blas_threads.py).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_thread_num(void) { return 0; }
+#endif
+
+#define EXPORT __attribute__((visibility("default")))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+enum { DLT_OK = 0, DLT_NO_MEMORY = 1, DLT_NO_BLAS = 2, DLT_BAD_ITEMSIZE = 3 };
+enum { DLT_MAX = 0, DLT_SUM = 1, DLT_AVERAGE_INC_PAD = 2, DLT_AVERAGE_EXC_PAD = 3 };
+
+/* The Fortran BLAS gemm, as scipy.linalg.cython_blas exports it. */
+typedef void sgemm_t(const char *, const char *, const int *, const int *, const int *, const float *,
+                     const float *, const int *, const float *, const int *, const float *, float *,
+                     const int *);
+typedef void dgemm_t(const char *, const char *, const int *, const int *, const int *, const double *,
+                     const double *, const int *, const double *, const int *, const double *, double *,
+                     const int *);
+static sgemm_t *sgemm;
+static dgemm_t *dgemm;
+
+EXPORT void dlt_set_blas(void *single, void *double_)
+{
+    sgemm = (sgemm_t *)single;
+    dgemm = (dgemm_t *)double_;
+}
+
+/* A chunk's unrolled columns take at most about this many bytes, so they stay
+ * in cache between being written and multiplied. */
+#define CHUNK_BYTES (2 << 20)
+/* Chunks hold a multiple of this many images where they can: the copies run
+ * over the image index, and whole SIMD vectors of it copy several times faster. */
+#define CHUNK_ALIGN 16
+
+struct conv_shape {
+    int64_t images, channels, height, width, filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw;
+};
+
+struct chunking {
+    int64_t step, chunks, workers; /* images per chunk, number of chunks, threads used */
+};
+
+/* Chunks of n_images whose columns are rows x positions each: a chunk fits
+ * CHUNK_BYTES, and no chunk is larger than one thread's share of the images. */
+static struct chunking chunking(int64_t n_images, int64_t rows, int64_t positions, int64_t itemsize,
+                                int64_t threads)
+{
+    struct chunking ch;
+    threads = MAX(threads, 1);
+    ch.step = MAX(1, CHUNK_BYTES / MAX(1, rows * positions * itemsize));
+    if (ch.step >= CHUNK_ALIGN)
+        ch.step -= ch.step % CHUNK_ALIGN;
+    ch.step = MAX(1, MIN(ch.step, (n_images + threads - 1) / threads));
+    ch.chunks = (n_images + ch.step - 1) / ch.step;
+    ch.workers = MAX(1, MIN(threads, ch.chunks));
+    return ch;
+}
+
+/* For the tests: the chunking of the convolution kernels, as (step, chunks, workers). */
+EXPORT void dlt_chunking(int64_t n_images, int64_t rows, int64_t positions, int64_t itemsize,
+                         int64_t threads, int64_t *result)
+{
+    struct chunking ch = chunking(n_images, rows, positions, itemsize, threads);
+    result[0] = ch.step;
+    result[1] = ch.chunks;
+    result[2] = ch.workers;
+}
+
+struct pool_shape {
+    int64_t batch, height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border;
+};
+
+/* Window index along one axis: [start, end) in padded coordinates, and
+ * [first, last), its part inside the real input, in input coordinates. */
+struct window {
+    int64_t start, end, first, last;
+};
+
+static struct window window(int64_t index, int64_t size, int64_t stride, int64_t pad, int64_t length)
+{
+    struct window w;
+    w.start = index * stride;
+    w.end = MIN(w.start + size, length + 2 * pad);
+    w.first = MAX(w.start - pad, 0);
+    w.last = MIN(w.end - pad, length);
+    return w;
+}
+
+#define REAL float
+#define NAME(f) f##_f32
+#define GEMM sgemm
+#include "kernels_impl.h"
+#undef REAL
+#undef NAME
+#undef GEMM
+
+#define REAL double
+#define NAME(f) f##_f64
+#define GEMM dgemm
+#include "kernels_impl.h"
+#undef REAL
+#undef NAME
+#undef GEMM
+
+/* Call the float32 or float64 version of a kernel. */
+#define DISPATCH(itemsize, blas_needed, kernel, ...)                                   \
+    do {                                                                               \
+        if ((itemsize) == 4) {                                                         \
+            if ((blas_needed) && !sgemm)                                               \
+                return DLT_NO_BLAS;                                                    \
+            return kernel##_f32(__VA_ARGS__);                                          \
+        }                                                                              \
+        if ((itemsize) == 8) {                                                         \
+            if ((blas_needed) && !dgemm)                                               \
+                return DLT_NO_BLAS;                                                    \
+            return kernel##_f64(__VA_ARGS__);                                          \
+        }                                                                              \
+        return DLT_BAD_ITEMSIZE;                                                       \
+    } while (0)
+
+#define CONV_ARGS                                                                              \
+    int64_t images, int64_t channels, int64_t height, int64_t width, int64_t filters, int64_t kh, \
+        int64_t kw, int64_t oh, int64_t ow, int64_t ph, int64_t pw, int64_t sh, int64_t sw,       \
+        int64_t dh, int64_t dw, int64_t flip, int64_t threads
+#define CONV_SHAPE {images, channels, height, width, filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw}
+
+/* out (n, f, oh, ow) = the correlation of x (n, c, h, w) zero-padded with kern (f, c, kh, kw). */
+EXPORT int dlt_corr2d(int64_t itemsize, const void *x, const void *kern, void *out, CONV_ARGS)
+{
+    struct conv_shape s = CONV_SHAPE;
+    DISPATCH(itemsize, 1, corr2d, x, kern, &s, (int)flip, (int)threads, out);
+}
+
+/* dkern (f, c, kh, kw) = the gradient of dlt_corr2d's result with respect to the filters. */
+EXPORT int dlt_corr2d_grad_weights(int64_t itemsize, const void *x, const void *gout, void *dkern,
+                                   CONV_ARGS)
+{
+    struct conv_shape s = CONV_SHAPE;
+    DISPATCH(itemsize, 1, corr2d_grad_weights, x, gout, &s, (int)flip, (int)threads, dkern);
+}
+
+/* dx (n, c, h, w) = the gradient of dlt_corr2d's result with respect to its input. */
+EXPORT int dlt_corr2d_grad_inputs(int64_t itemsize, const void *kern, const void *gout, void *dx,
+                                  CONV_ARGS)
+{
+    struct conv_shape s = CONV_SHAPE;
+    DISPATCH(itemsize, 1, corr2d_grad_inputs, kern, gout, &s, (int)flip, (int)threads, dx);
+}
+
+#define POOL_ARGS                                                                              \
+    int64_t batch, int64_t height, int64_t width, int64_t oh, int64_t ow, int64_t wh, int64_t ww, \
+        int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t ignore_border
+#define POOL_SHAPE {batch, height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border}
+
+/* out (b, oh, ow) = Theano's pooling of x (b, h, w) in mode DLT_MAX, DLT_SUM or DLT_AVERAGE_*. */
+EXPORT int dlt_pool(int64_t itemsize, const void *x, void *out, POOL_ARGS, int64_t mode, int64_t threads)
+{
+    struct pool_shape s = POOL_SHAPE;
+    DISPATCH(itemsize, 0, pool, x, &s, (int)mode, (int)threads, out);
+}
+
+/* gx (b, h, w) = the gradient of max pooling, given its input, result and output gradient. */
+EXPORT int dlt_max_pool_grad(int64_t itemsize, const void *x, const void *maxout, const void *gz, void *gx,
+                             POOL_ARGS, int64_t threads)
+{
+    struct pool_shape s = POOL_SHAPE;
+    DISPATCH(itemsize, 0, max_pool_grad, x, maxout, gz, &s, (int)threads, gx);
+}
+
+/* gx (b, h, w) = the gradient of sum or average pooling, given the output gradient. */
+EXPORT int dlt_average_pool_grad(int64_t itemsize, const void *gz, void *gx, POOL_ARGS, int64_t mode,
+                                 int64_t threads)
+{
+    struct pool_shape s = POOL_SHAPE;
+    DISPATCH(itemsize, 0, average_pool_grad, gz, &s, (int)mode, (int)threads, gx);
+}
+
+/* An importable (empty) Python module, so that the library is found, and
+ * loaded, like any other part of the package. */
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kernels",
+    "The compiled convolution and pooling kernels; called through kernels.py.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -1,0 +1,453 @@
+/* The kernels for one element type, included once per type by kernels.c with
+ * REAL (float or double), NAME(f) (the type-suffixed name of f) and GEMM (the
+ * BLAS gemm of that type) defined.
+ *
+ * Arrays are C-contiguous.  Convolution follows Theano's CorrMM: im2col
+ * unrolls every receptive field into a column of a matrix, one BLAS product
+ * does the arithmetic, col2im folds patch gradients back into an image.  A
+ * minibatch is split into chunks of images, one OpenMP loop over them: each
+ * thread unrolls its chunk, multiplies it with a single-threaded BLAS call and
+ * writes its part of the result while the chunk is in its core's cache.
+ * Within a chunk the image index is innermost (as in cuda-convnet), so every
+ * copy is a contiguous run of one pixel across the chunk's images, whatever
+ * the filter and image sizes, and vectorises.
+ */
+
+/* C (m x n, row stride ldc) = op(A) op(B) + beta C, all row-major; op
+ * transposes when its flag is set.  Column-major BLAS computes the transpose,
+ * C' = op(B)' op(A)'. */
+static void NAME(gemm_rows)(int transpose_a, int transpose_b, int m, int n, int k,
+                            const REAL *a, int lda, const REAL *b, int ldb,
+                            REAL beta, REAL *c, int ldc)
+{
+    const REAL one = 1;
+    if (m == 0 || n == 0)
+        return;
+    if (k == 0) { /* BLAS would reject the leading dimensions of empty operands */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                c[(int64_t)i * ldc + j] = beta == 0 ? 0 : beta * c[(int64_t)i * ldc + j];
+        return;
+    }
+    GEMM(transpose_b ? "T" : "N", transpose_a ? "T" : "N", &n, &m, &k,
+         &one, b, &ldb, a, &lda, &beta, c, &ldc);
+}
+
+/* (f, c, kh, kw) filters as an (f, c*kh*kw) matrix, or its transpose; rotated by
+ * 180 degrees when flip is set (a convolution rather than a correlation). */
+static void NAME(filter_matrix)(const REAL *kern, const struct conv_shape *s, int flip,
+                                int transposed, REAL *mat)
+{
+    const int64_t rows = s->channels * s->kh * s->kw;
+    for (int64_t f = 0; f < s->filters; f++)
+        for (int64_t c = 0; c < s->channels; c++)
+            for (int64_t u = 0; u < s->kh; u++)
+                for (int64_t v = 0; v < s->kw; v++) {
+                    int64_t row = (c * s->kh + u) * s->kw + v;
+                    int64_t uu = flip ? s->kh - 1 - u : u, vv = flip ? s->kw - 1 - v : v;
+                    REAL value = kern[((f * s->channels + c) * s->kh + uu) * s->kw + vv];
+                    if (transposed)
+                        mat[row * s->filters + f] = value;
+                    else
+                        mat[f * rows + row] = value;
+                }
+}
+
+/* Images n0 <= n < n0 + m of x (n, c, h, w) with the image index last: (c, h, w, m). */
+static void NAME(images_to_chwn)(const REAL *x, const struct conv_shape *s, int64_t n0, int64_t m, REAL *xt)
+{
+    const int64_t plane = s->height * s->width;
+    for (int64_t c = 0; c < s->channels; c++)
+        for (int64_t k = 0; k < m; k++) {
+            const REAL *image = x + ((n0 + k) * s->channels + c) * plane;
+            REAL *dest = xt + c * plane * m + k;
+            for (int64_t p = 0; p < plane; p++)
+                dest[p * m] = image[p];
+        }
+}
+
+/* The inverse of images_to_chwn: write xt (c, h, w, m) into images n0, n0 + 1, ... of x. */
+static void NAME(chwn_to_images)(const REAL *xt, const struct conv_shape *s, int64_t n0, int64_t m, REAL *x)
+{
+    const int64_t plane = s->height * s->width;
+    for (int64_t c = 0; c < s->channels; c++)
+        for (int64_t k = 0; k < m; k++) {
+            REAL *image = x + ((n0 + k) * s->channels + c) * plane;
+            const REAL *src = xt + c * plane * m + k;
+            for (int64_t p = 0; p < plane; p++)
+                image[p] = src[p * m];
+        }
+}
+
+/* Receptive fields of a chunk xt (c, h, w, m) as columns:
+ * cols[(c, u, v), (i, j, k)] = x_padded[k, c, i*sh + u*dh, j*sw + v*dw]. */
+static void NAME(im2col)(const REAL *xt, const struct conv_shape *s, int64_t m, REAL *cols)
+{
+    const int64_t width = s->oh * s->ow * m;
+    for (int64_t c = 0; c < s->channels; c++)
+        for (int64_t u = 0; u < s->kh; u++)
+            for (int64_t v = 0; v < s->kw; v++) {
+                REAL *row = cols + ((c * s->kh + u) * s->kw + v) * width;
+                for (int64_t i = 0; i < s->oh; i++) {
+                    int64_t y = i * s->sh + u * s->dh - s->ph;
+                    for (int64_t j = 0; j < s->ow; j++) {
+                        int64_t xx = j * s->sw + v * s->dw - s->pw;
+                        REAL *dest = row + (i * s->ow + j) * m;
+                        if (0 <= y && y < s->height && 0 <= xx && xx < s->width) {
+                            const REAL *src = xt + ((c * s->height + y) * s->width + xx) * m;
+                            for (int64_t k = 0; k < m; k++)
+                                dest[k] = src[k];
+                        } else {
+                            for (int64_t k = 0; k < m; k++)
+                                dest[k] = 0;
+                        }
+                    }
+                }
+            }
+}
+
+/* The adjoint of im2col: fold column gradients into a zeroed chunk dxt (c, h, w, m),
+ * adding where receptive fields overlap. */
+static void NAME(col2im)(const REAL *dcols, const struct conv_shape *s, int64_t m, REAL *dxt)
+{
+    const int64_t width = s->oh * s->ow * m;
+    memset(dxt, 0, sizeof(REAL) * s->channels * s->height * s->width * m);
+    for (int64_t c = 0; c < s->channels; c++)
+        for (int64_t u = 0; u < s->kh; u++)
+            for (int64_t v = 0; v < s->kw; v++) {
+                const REAL *row = dcols + ((c * s->kh + u) * s->kw + v) * width;
+                for (int64_t i = 0; i < s->oh; i++) {
+                    int64_t y = i * s->sh + u * s->dh - s->ph;
+                    if (y < 0 || y >= s->height)
+                        continue;
+                    for (int64_t j = 0; j < s->ow; j++) {
+                        int64_t xx = j * s->sw + v * s->dw - s->pw;
+                        if (xx < 0 || xx >= s->width)
+                            continue;
+                        const REAL *src = row + (i * s->ow + j) * m;
+                        REAL *dest = dxt + ((c * s->height + y) * s->width + xx) * m;
+                        for (int64_t k = 0; k < m; k++)
+                            dest[k] += src[k];
+                    }
+                }
+            }
+}
+
+/* A (f, (i, j, k)) product into images n0 ... n0 + m - 1 of out (n, f, oh, ow). */
+static void NAME(scatter_to_nchw)(const REAL *mat, const struct conv_shape *s, int64_t n0, int64_t m, REAL *out)
+{
+    const int64_t positions = s->oh * s->ow;
+    for (int64_t f = 0; f < s->filters; f++)
+        for (int64_t k = 0; k < m; k++) {
+            REAL *dest = out + ((n0 + k) * s->filters + f) * positions;
+            const REAL *src = mat + f * positions * m + k;
+            for (int64_t p = 0; p < positions; p++)
+                dest[p] = src[p * m];
+        }
+}
+
+/* Images n0 ... n0 + m - 1 of (n, f, oh, ow) maps as an (f, (i, j, k)) matrix, the layout of im2col. */
+static void NAME(gather_from_nchw)(const REAL *maps, const struct conv_shape *s, int64_t n0, int64_t m, REAL *mat)
+{
+    const int64_t positions = s->oh * s->ow;
+    for (int64_t f = 0; f < s->filters; f++)
+        for (int64_t k = 0; k < m; k++) {
+            const REAL *src = maps + ((n0 + k) * s->filters + f) * positions;
+            REAL *dest = mat + f * positions * m + k;
+            for (int64_t p = 0; p < positions; p++)
+                dest[p * m] = src[p];
+        }
+}
+
+static int NAME(corr2d)(const REAL *x, const REAL *kern, const struct conv_shape *s, int flip,
+                        int threads, REAL *out)
+{
+    const int64_t rows = s->channels * s->kh * s->kw, positions = s->oh * s->ow;
+    struct chunking ch = chunking(s->images, rows, positions, sizeof(REAL), threads);
+    REAL *wmat = malloc(sizeof(REAL) * s->filters * rows);
+    int status = wmat ? DLT_OK : DLT_NO_MEMORY;
+    if (status == DLT_OK)
+        NAME(filter_matrix)(kern, s, flip, 0, wmat);
+    #pragma omp parallel num_threads(ch.workers) if (ch.workers > 1 && status == DLT_OK)
+    {
+        REAL *xt = malloc(sizeof(REAL) * s->channels * s->height * s->width * ch.step);
+        REAL *cols = malloc(sizeof(REAL) * rows * positions * ch.step);
+        REAL *prod = malloc(sizeof(REAL) * s->filters * positions * ch.step);
+        int ok = status == DLT_OK && xt && cols && prod;
+        #pragma omp for schedule(static)
+        for (int64_t chunk = 0; chunk < ch.chunks; chunk++) {
+            int64_t n0 = chunk * ch.step, m = MIN(ch.step, s->images - n0);
+            if (!ok)
+                continue;
+            NAME(images_to_chwn)(x, s, n0, m, xt);
+            NAME(im2col)(xt, s, m, cols);
+            NAME(gemm_rows)(0, 0, s->filters, positions * m, rows, wmat, rows, cols, positions * m,
+                            0, prod, positions * m);
+            NAME(scatter_to_nchw)(prod, s, n0, m, out);
+        }
+        if (!ok) {
+            #pragma omp atomic write
+            status = DLT_NO_MEMORY;
+        }
+        free(xt); free(cols); free(prod);
+    }
+    free(wmat);
+    return status;
+}
+
+static int NAME(corr2d_grad_weights)(const REAL *x, const REAL *gout, const struct conv_shape *s,
+                                     int flip, int threads, REAL *dkern)
+{
+    const int64_t rows = s->channels * s->kh * s->kw, positions = s->oh * s->ow;
+    struct chunking ch = chunking(s->images, rows, positions, sizeof(REAL), threads);
+    /* one partial sum per thread (not per chunk: chunks can be many, and filters large) */
+    REAL *partial = calloc((size_t)MAX(ch.workers, 1) * s->filters * rows, sizeof(REAL));
+    int status = partial ? DLT_OK : DLT_NO_MEMORY;
+    #pragma omp parallel num_threads(ch.workers) if (ch.workers > 1 && status == DLT_OK)
+    {
+        REAL *xt = malloc(sizeof(REAL) * s->channels * s->height * s->width * ch.step);
+        REAL *cols = malloc(sizeof(REAL) * rows * positions * ch.step);
+        REAL *gmat = malloc(sizeof(REAL) * s->filters * positions * ch.step);
+        int ok = status == DLT_OK && xt && cols && gmat;
+        #pragma omp for schedule(static)
+        for (int64_t chunk = 0; chunk < ch.chunks; chunk++) {
+            int64_t n0 = chunk * ch.step, m = MIN(ch.step, s->images - n0);
+            if (!ok)
+                continue;
+            REAL *mine = partial + (int64_t)omp_get_thread_num() * s->filters * rows;
+            NAME(images_to_chwn)(x, s, n0, m, xt);
+            NAME(im2col)(xt, s, m, cols);
+            NAME(gather_from_nchw)(gout, s, n0, m, gmat);
+            /* mine (f x rows) += gmat (f x positions*m) cols' (positions*m x rows) */
+            NAME(gemm_rows)(0, 1, s->filters, rows, positions * m, gmat, positions * m, cols,
+                            positions * m, 1, mine, rows);
+        }
+        if (!ok) {
+            #pragma omp atomic write
+            status = DLT_NO_MEMORY;
+        }
+        free(xt); free(cols); free(gmat);
+    }
+    if (status == DLT_OK) {
+        for (int64_t w = 1; w < ch.workers; w++)
+            for (int64_t i = 0; i < s->filters * rows; i++)
+                partial[i] += partial[w * s->filters * rows + i];
+        /* the gradient of flipped filters is the flipped gradient */
+        for (int64_t f = 0; f < s->filters; f++)
+            for (int64_t c = 0; c < s->channels; c++)
+                for (int64_t u = 0; u < s->kh; u++)
+                    for (int64_t v = 0; v < s->kw; v++) {
+                        int64_t uu = flip ? s->kh - 1 - u : u, vv = flip ? s->kw - 1 - v : v;
+                        dkern[((f * s->channels + c) * s->kh + uu) * s->kw + vv] =
+                            partial[f * rows + (c * s->kh + u) * s->kw + v];
+                    }
+    }
+    free(partial);
+    return status;
+}
+
+static int NAME(corr2d_grad_inputs)(const REAL *kern, const REAL *gout, const struct conv_shape *s,
+                                    int flip, int threads, REAL *dx)
+{
+    const int64_t rows = s->channels * s->kh * s->kw, positions = s->oh * s->ow;
+    struct chunking ch = chunking(s->images, rows, positions, sizeof(REAL), threads);
+    REAL *wmat_t = malloc(sizeof(REAL) * rows * s->filters);
+    int status = wmat_t ? DLT_OK : DLT_NO_MEMORY;
+    if (status == DLT_OK)
+        NAME(filter_matrix)(kern, s, flip, 1, wmat_t);
+    #pragma omp parallel num_threads(ch.workers) if (ch.workers > 1 && status == DLT_OK)
+    {
+        REAL *gmat = malloc(sizeof(REAL) * s->filters * positions * ch.step);
+        REAL *dcols = malloc(sizeof(REAL) * rows * positions * ch.step);
+        REAL *dxt = malloc(sizeof(REAL) * s->channels * s->height * s->width * ch.step);
+        int ok = status == DLT_OK && gmat && dcols && dxt;
+        #pragma omp for schedule(static)
+        for (int64_t chunk = 0; chunk < ch.chunks; chunk++) {
+            int64_t n0 = chunk * ch.step, m = MIN(ch.step, s->images - n0);
+            if (!ok)
+                continue;
+            NAME(gather_from_nchw)(gout, s, n0, m, gmat);
+            NAME(gemm_rows)(0, 0, rows, positions * m, s->filters, wmat_t, s->filters, gmat,
+                            positions * m, 0, dcols, positions * m);
+            NAME(col2im)(dcols, s, m, dxt);
+            NAME(chwn_to_images)(dxt, s, n0, m, dx);
+        }
+        if (!ok) {
+            #pragma omp atomic write
+            status = DLT_NO_MEMORY;
+        }
+        free(gmat); free(dcols); free(dxt);
+    }
+    free(wmat_t);
+    return status;
+}
+
+/* ------------------------------------------------------------------------
+ * Pooling over the last two axes of a (batch, h, w) array
+ * ------------------------------------------------------------------------ */
+
+/* Max pooling when every window lies inside the image (no padding, border
+ * ignored): the maximum over a window's rows first, a whole image row at a
+ * time (which vectorises), then over its columns. */
+static int NAME(max_pool_full_windows)(const REAL *x, const struct pool_shape *s, int threads, REAL *out)
+{
+    int status = DLT_OK;
+    #pragma omp parallel num_threads(threads) if (threads > 1 && s->batch > 1)
+    {
+        REAL *row_max = malloc(sizeof(REAL) * MAX(s->width, 1));
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < s->batch; b++) {
+            if (!row_max)
+                continue;
+            const REAL *image = x + b * s->height * s->width;
+            for (int64_t i = 0; i < s->oh; i++) {
+                const REAL *top = image + i * s->sh * s->width;
+                for (int64_t xx = 0; xx < s->width; xx++)
+                    row_max[xx] = top[xx];
+                for (int64_t u = 1; u < s->wh; u++)
+                    for (int64_t xx = 0; xx < s->width; xx++)
+                        row_max[xx] = MAX(row_max[xx], top[u * s->width + xx]);
+                for (int64_t j = 0; j < s->ow; j++) {
+                    REAL best = row_max[j * s->sw];
+                    for (int64_t v = 1; v < s->ww; v++)
+                        best = MAX(best, row_max[j * s->sw + v]);
+                    out[(b * s->oh + i) * s->ow + j] = best;
+                }
+            }
+        }
+        if (!row_max) {
+            #pragma omp atomic write
+            status = DLT_NO_MEMORY;
+        }
+        free(row_max);
+    }
+    return status;
+}
+
+static int NAME(pool)(const REAL *x, const struct pool_shape *s, int mode, int threads, REAL *out)
+{
+    if (mode == DLT_MAX && s->ignore_border && s->ph == 0 && s->pw == 0)
+        return NAME(max_pool_full_windows)(x, s, threads, out);
+    #pragma omp parallel for num_threads(threads) if (threads > 1 && s->batch > 1) schedule(static)
+    for (int64_t b = 0; b < s->batch; b++) {
+        const REAL *image = x + b * s->height * s->width;
+        for (int64_t i = 0; i < s->oh; i++) {
+            struct window r = window(i, s->wh, s->sh, s->ph, s->height);
+            for (int64_t j = 0; j < s->ow; j++) {
+                struct window c = window(j, s->ww, s->sw, s->pw, s->width);
+                REAL result;
+                if (mode == DLT_MAX) {
+                    /* padding never wins: the maximum over the real inputs only */
+                    result = image[r.first * s->width + c.first];
+                    for (int64_t y = r.first; y < r.last; y++)
+                        for (int64_t xx = c.first; xx < c.last; xx++)
+                            result = MAX(result, image[y * s->width + xx]);
+                } else {
+                    REAL total = 0;
+                    for (int64_t y = r.first; y < r.last; y++)
+                        for (int64_t xx = c.first; xx < c.last; xx++)
+                            total += image[y * s->width + xx];
+                    if (mode == DLT_AVERAGE_INC_PAD)
+                        total /= (REAL)((r.end - r.start) * (c.end - c.start));
+                    else if (mode == DLT_AVERAGE_EXC_PAD)
+                        total /= (REAL)((r.last - r.first) * (c.last - c.first));
+                    result = total;
+                }
+                out[(b * s->oh + i) * s->ow + j] = result;
+            }
+        }
+    }
+    return DLT_OK;
+}
+
+/* Gradient of max pooling: each window's gradient goes to every input equal to its maximum. */
+static int NAME(max_pool_grad)(const REAL *x, const REAL *maxout, const REAL *gz, const struct pool_shape *s,
+                               int threads, REAL *gx)
+{
+    /* Windows that tile the image (stride = window, no padding, none partial):
+     * each input is in one window at most, so its gradient is a branch-free
+     * select between the window's gradient and zero, a whole row at a time. */
+    const int tiled = s->wh == s->sh && s->ww == s->sw && s->ph == 0 && s->pw == 0
+                      && s->oh * s->sh <= s->height && s->ow * s->sw <= s->width;
+    const int64_t covered = s->ow * s->ww; /* columns inside the tiles */
+    int status = DLT_OK;
+    #pragma omp parallel num_threads(threads) if (threads > 1 && s->batch > 1)
+    {
+        REAL *row_max = tiled ? malloc(sizeof(REAL) * MAX(covered, 1)) : NULL;
+        REAL *row_grad = tiled ? malloc(sizeof(REAL) * MAX(covered, 1)) : NULL;
+        int ok = !tiled || (row_max && row_grad);
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < s->batch; b++) {
+            const REAL *image = x + b * s->height * s->width;
+            const REAL *best = maxout + b * s->oh * s->ow, *grad = gz + b * s->oh * s->ow;
+            REAL *dimage = gx + b * s->height * s->width;
+            if (!ok)
+                continue;
+            if (!tiled) {
+                memset(dimage, 0, sizeof(REAL) * s->height * s->width);
+                for (int64_t i = 0; i < s->oh; i++) {
+                    struct window r = window(i, s->wh, s->sh, s->ph, s->height);
+                    for (int64_t j = 0; j < s->ow; j++) {
+                        struct window c = window(j, s->ww, s->sw, s->pw, s->width);
+                        REAL m = best[i * s->ow + j], g = grad[i * s->ow + j];
+                        for (int64_t y = r.first; y < r.last; y++)
+                            for (int64_t xx = c.first; xx < c.last; xx++)
+                                if (image[y * s->width + xx] == m)
+                                    dimage[y * s->width + xx] += g;
+                    }
+                }
+                continue;
+            }
+            for (int64_t i = 0; i < s->oh; i++) {
+                for (int64_t j = 0; j < s->ow; j++)
+                    for (int64_t v = 0; v < s->ww; v++) {
+                        row_max[j * s->ww + v] = best[i * s->ow + j];
+                        row_grad[j * s->ww + v] = grad[i * s->ow + j];
+                    }
+                for (int64_t y = i * s->wh; y < (i + 1) * s->wh; y++) {
+                    const REAL *in = image + y * s->width;
+                    REAL *d = dimage + y * s->width;
+                    for (int64_t xx = 0; xx < covered; xx++) {
+                        REAL g = row_grad[xx]; /* loaded unconditionally, so the select vectorises */
+                        d[xx] = in[xx] == row_max[xx] ? g : 0;
+                    }
+                    for (int64_t xx = covered; xx < s->width; xx++)
+                        d[xx] = 0; /* beyond the last full window */
+                }
+            }
+            memset(dimage + s->oh * s->wh * s->width, 0, sizeof(REAL) * (s->height - s->oh * s->wh) * s->width);
+        }
+        if (!ok) {
+            #pragma omp atomic write
+            status = DLT_NO_MEMORY;
+        }
+        free(row_max); free(row_grad);
+    }
+    return status;
+}
+
+/* Gradient of sum and average pooling: each window's gradient spread over its inputs. */
+static int NAME(average_pool_grad)(const REAL *gz, const struct pool_shape *s, int mode, int threads, REAL *gx)
+{
+    #pragma omp parallel for num_threads(threads) if (threads > 1 && s->batch > 1) schedule(static)
+    for (int64_t b = 0; b < s->batch; b++) {
+        const REAL *grad = gz + b * s->oh * s->ow;
+        REAL *dimage = gx + b * s->height * s->width;
+        memset(dimage, 0, sizeof(REAL) * s->height * s->width);
+        for (int64_t i = 0; i < s->oh; i++) {
+            struct window r = window(i, s->wh, s->sh, s->ph, s->height);
+            for (int64_t j = 0; j < s->ow; j++) {
+                struct window c = window(j, s->ww, s->sw, s->pw, s->width);
+                REAL g = grad[i * s->ow + j];
+                if (mode == DLT_AVERAGE_INC_PAD)
+                    g /= (REAL)((r.end - r.start) * (c.end - c.start));
+                else if (mode == DLT_AVERAGE_EXC_PAD)
+                    g /= (REAL)((r.last - r.first) * (c.last - c.first));
+                for (int64_t y = r.first; y < r.last; y++)
+                    for (int64_t xx = c.first; xx < c.last; xx++)
+                        dimage[y * s->width + xx] += g;
+            }
+        }
+    }
+    return DLT_OK;
+}
