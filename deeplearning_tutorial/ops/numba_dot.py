@@ -14,8 +14,9 @@ PyTensor's implementation.
 The blocks call ``gemm`` directly, with the transpose flags and leading
 dimensions read from the strides at run time, so one small function serves
 every memory layout (PyTensor's general ``_gemm``, which also handles
-reversed axes and vectors, took 3-10 s to compile per layout), and the
-parallel split is compiled once per dtype whatever the operands' layouts.
+reversed axes and vectors, took 3-10 s to compile per layout), and both it
+and the parallel split are compiled once per dtype whatever the operands'
+layouts.
 """
 
 from __future__ import annotations
@@ -150,8 +151,9 @@ def numba_funcify_Dot(op, node, **kwargs):
         if x.shape[1] != y.shape[0]:
             raise ValueError("dot: the first matrix's columns and the second's rows differ in number")
         out = np.empty((m, n), dtype=dtype)
+        # general-layout views: both callees compile once per dtype, whatever the operands' layouts
         if m * x.shape[1] * n < PARALLEL_MIN:
-            gemm(x, y, out)
+            gemm(x[:, :], y[:, :], out[:, :])
         else:
             split(x[:, :], y[:, :], out[:, :])
         return out
