@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import pickle
 
@@ -15,7 +16,10 @@ from scipy import signal
 
 from deeplearning_tutorial.ops import conv2d, pool_2d
 
-MODES = ["NUMBA", "CVM", "FAST_COMPILE"]
+# PyTensor's JAX backend, where JAX is installed (the test extra installs it)
+JAX = pytest.param("JAX", marks=pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                                                   reason="JAX is not installed"))
+MODES = ["NUMBA", "CVM", "FAST_COMPILE", JAX]
 
 
 # ----------------------------------------------------------------------------
@@ -93,6 +97,8 @@ def _conv_params():
         yield pytest.param(case, i % 2 == 0, ["float32", "float64"][i % 2], "NUMBA")
     for case in CONV_CASES[:3]:
         yield pytest.param(case, True, "float64", "FAST_COMPILE")
+    for i, case in enumerate(CONV_CASES):
+        yield pytest.param(case, i % 2 == 1, ["float64", "float32"][i % 2], "JAX", marks=JAX.marks)
 
 
 @pytest.mark.parametrize("case, flip, dtype, mode", list(_conv_params()))
@@ -114,6 +120,7 @@ def test_conv2d_matches_scipy(case, flip, dtype, mode):
 @pytest.mark.parametrize("case, mode", [
     *[(case, "CVM") for case in CONV_CASES[:5]],
     (CONV_CASES[0], "NUMBA"), (CONV_CASES[4], "NUMBA"), (CONV_CASES[3], "FAST_COMPILE"),
+    *[pytest.param(case, "JAX", marks=JAX.marks) for case in CONV_CASES[:5]],
 ])
 def test_conv2d_gradients(case, mode):
     x_shape, w_shape, border_mode, subsample, dilation = case
@@ -209,12 +216,14 @@ def _pool_params():
         yield pytest.param(case, pool_mode, "CVM")
     for i, case in enumerate(POOL_CASES[1::2]):
         yield pytest.param(case, POOL_MODES[i % 4], "NUMBA")
-    # the Numba backend's own kernels for max pooling with every window inside the image:
+    # the kernels' fast paths for max pooling with every window inside the image:
     # tiled, tiled with rows and columns left over, overlapping
     for case in (POOL_CASES[0], FULL_WINDOWS_LEFTOVER, POOL_CASES[2]):
         yield pytest.param(case, "max", "NUMBA")
     yield pytest.param(POOL_CASES[1], "max", "FAST_COMPILE")
     yield pytest.param(POOL_CASES[4], "average_inc_pad", "FAST_COMPILE")
+    for case, pool_mode in itertools.product(POOL_CASES, POOL_MODES):
+        yield pytest.param(case, pool_mode, "JAX", marks=JAX.marks)
 
 
 @pytest.mark.parametrize("case, pool_mode, mode", list(_pool_params()))
@@ -231,6 +240,8 @@ def test_pool_2d_matches_loops(case, pool_mode, mode):
     *[(case, pool_mode, "CVM") for case, pool_mode in itertools.product(POOL_CASES, POOL_MODES)],
     (POOL_CASES[2], "max", "NUMBA"), (POOL_CASES[4], "average_exc_pad", "NUMBA"),
     (POOL_CASES[0], "max", "NUMBA"), (FULL_WINDOWS_LEFTOVER, "max", "NUMBA"),
+    *[pytest.param(case, pool_mode, "JAX", marks=JAX.marks)
+      for i, case in enumerate(POOL_CASES) for pool_mode in ("max", POOL_MODES[1 + i % 3])],
 ])
 def test_pool_2d_gradients(case, pool_mode, mode):
     shape, ws, ignore_border, stride, pad = case
@@ -242,7 +253,7 @@ def test_pool_2d_gradients(case, pool_mode, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_max_pool_gradient_goes_to_every_tied_maximum(mode):
-    x = pt.matrix()
+    x = pt.matrix(shape=(2, 4))  # static: JAX computes no shapes at run time
     cost = pool_2d(x, (2, 2), ignore_border=True).sum()
     grad = pytensor.function([x], pt.grad(cost, x), mode=mode)
     xv = np.array([[1.0, 3.0, 0.0, 0.0],
@@ -276,30 +287,64 @@ def test_pool_2d_needs_two_dimensions_of_floats():
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["NUMBA", "CVM"])
-def test_two_conv_pool_layers_train_with_givens_and_sgd(mode):
-    rng = np.random.default_rng(0)
+def lenet_like_cost(x, y, rng):
+    """The tutorial's two conv+pool layers and a softmax on 20 MNIST-sized images: (cost, parameters)."""
     floatX = pytensor.config.floatX
-    images = pytensor.shared(rng.random((40, 784)).astype(floatX))
-    labels = pytensor.shared(rng.integers(0, 10, 40).astype("int32"))
     W0 = pytensor.shared(rng.uniform(-0.3, 0.3, (4, 1, 5, 5)).astype(floatX))
     W1 = pytensor.shared(rng.uniform(-0.3, 0.3, (6, 4, 5, 5)).astype(floatX))
     W2 = pytensor.shared(np.zeros((6 * 4 * 4, 10), floatX))
-    index, x, y = pt.lscalar(), pt.matrix(), pt.ivector()
     h0 = pt.tanh(pool_2d(conv2d(x.reshape((20, 1, 28, 28)), W0, filter_shape=(4, 1, 5, 5)), (2, 2)))
     h1 = pt.tanh(pool_2d(conv2d(h0, W1, filter_shape=(6, 4, 5, 5)), (2, 2)))
     p = pt.special.softmax(pt.dot(h1.flatten(2), W2), axis=-1)
-    cost = -pt.mean(pt.log(p)[pt.arange(y.shape[0]), y])
-    params = [W0, W1, W2]
+    return -pt.mean(pt.log(p)[pt.arange(y.shape[0]), y]), [W0, W1, W2]
+
+
+def assert_falls(costs):
+    """Small gradient steps on one minibatch: the cost must fall at every step."""
+    assert all(later < earlier for earlier, later in zip(costs, costs[1:])), costs
+    assert costs[-1] < costs[0] - 0.05, costs
+
+
+@pytest.mark.parametrize("mode", ["NUMBA", "CVM"])
+def test_two_conv_pool_layers_train_with_givens_and_sgd(mode):
+    rng = np.random.default_rng(0)
+    images = pytensor.shared(rng.random((40, 784)).astype(pytensor.config.floatX))
+    labels = pytensor.shared(rng.integers(0, 10, 40).astype("int32"))
+    index, x, y = pt.lscalar(), pt.matrix(), pt.ivector()
+    cost, params = lenet_like_cost(x, y, rng)
     train = pytensor.function(
         [index], cost, mode=mode,
         updates=[(w, w - 0.1 * g) for w, g in zip(params, pt.grad(cost, params))],
         givens={x: images[index * 20:(index + 1) * 20], y: labels[index * 20:(index + 1) * 20]},
     )
-    # small gradient steps on one minibatch: the cost must fall at every step
-    costs = [float(train(0)) for _ in range(10)]
-    assert all(later < earlier for earlier, later in zip(costs, costs[1:])), costs
-    assert costs[-1] < costs[0] - 0.05, costs
+    assert_falls([float(train(0)) for _ in range(10)])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_two_conv_pool_layers_train_with_jax():
+    """The same graph in the JAX mode, the minibatch given as arrays: JAX compiles
+    neither the givens' slices at a variable index nor a range of variable length."""
+    rng = np.random.default_rng(0)
+    x, y = pt.matrix(shape=(20, 784)), pt.ivector(shape=(20,))
+    cost, params = lenet_like_cost(x, y, rng)
+    train = pytensor.function([x, y], cost, mode="JAX",
+                              updates=[(w, w - 0.1 * g) for w, g in zip(params, pt.grad(cost, params))])
+    images, labels = rng.random((20, 784)).astype(pytensor.config.floatX), rng.integers(0, 10, 20).astype("int32")
+    assert_falls([float(train(images, labels)) for _ in range(10)])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_jax_needs_the_sizes_of_strided_gradients_before_run_time():
+    x, w = pt.tensor4(), pt.tensor4()
+    cost = conv2d(x, w, subsample=(2, 1)).sum()
+    with pytest.raises(NotImplementedError, match="filter_shape"):
+        pytensor.function([x, w], pt.grad(cost, w), mode="JAX")
+    # given them, it computes what the C kernels do
+    shaped = conv2d(x, w, subsample=(2, 1), input_shape=(2, 3, 9, 8), filter_shape=(4, 3, 3, 2)).sum()
+    xv, wv = np.random.default_rng(1).normal(size=(2, 3, 9, 8)), np.random.default_rng(2).normal(size=(4, 3, 3, 2))
+    results = [pytensor.function([x, w], pt.grad(shaped, [x, w]), mode=mode)(xv, wv) for mode in ("JAX", "CVM")]
+    for jax_result, c_result in zip(*results):
+        np.testing.assert_allclose(jax_result, c_result, rtol=1e-10, atol=1e-10)
 
 
 def test_correlation_ops_pickled_before_the_flip_prop_load_as_unflipped():

@@ -1,0 +1,171 @@
+"""JAX-backend implementations of the convolution and pooling Ops (``mode="JAX"``).
+
+Registered when JAX is installed.  The forward Ops map onto XLA's own
+operations, ``lax.conv_general_dilated`` and ``lax.reduce_window``, so they run
+wherever JAX does, GPUs included.  The gradient Ops are the vector-Jacobian
+products of those forward functions (both are linear in the argument
+differentiated), except max pooling's, which sends each window's gradient to
+every input equal to its maximum, as Theano does (``jax.grad`` of a max
+picks one).  JAX needs static shapes: with strides, the gradients need the
+filter and image sizes before run time (conv2d's ``filter_shape`` and
+``input_shape``, or tensors with static shapes).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from pytensor.graph.basic import Constant
+from pytensor.link.jax.dispatch import jax_funcify
+
+from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
+from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool
+
+
+def _correlation(op):
+    """The Op's forward function, (img, kern) -> result, on (n, c, h, w) and (f, c, kh, kw) arrays."""
+    ph, pw, sh, sw, dh, dw = op.params
+
+    def correlate(img, kern):
+        if op.filter_flip:
+            kern = kern[:, :, ::-1, ::-1]
+        return lax.conv_general_dilated(img, kern, window_strides=(sh, sw), padding=((ph, ph), (pw, pw)),
+                                        rhs_dilation=(dh, dw), dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+    return correlate
+
+
+def _static_size_pair(node) -> tuple[int, int] | None:
+    """The (rows, cols) a gradient Op produces, where known before run time: from its
+    output type or its constant size input."""
+    rows, cols = node.outputs[0].type.shape[2:]
+    if rows is not None and cols is not None:
+        return rows, cols
+    size = node.inputs[2]
+    if isinstance(size, Constant):
+        return int(size.data[0]), int(size.data[1])
+    return None
+
+
+def _sizes_or_unit_strides(op, node, what: str) -> tuple[int, int] | None:
+    """The static (rows, cols) of a gradient Op's result; None where unit strides let
+    the arrays' shapes determine them; an error otherwise (JAX needs static shapes)."""
+    sizes = _static_size_pair(node)
+    if sizes is None and op.subsample != (1, 1):
+        raise NotImplementedError(f"the JAX backend needs the {what} size of {op} (strided, so not "
+                                  f"implied by the other shapes): give conv2d filter_shape= / "
+                                  f"input_shape=, or tensors with static shapes")
+    return sizes
+
+
+@jax_funcify.register(Corr2d)
+def jax_funcify_Corr2d(op, node, **kwargs):
+    return _correlation(op)
+
+
+@jax_funcify.register(Corr2dGradWeights)
+def jax_funcify_Corr2dGradWeights(op, node, **kwargs):
+    correlate, sizes = _correlation(op), _sizes_or_unit_strides(op, node, "filter")
+    ph, pw, _, _, dh, dw = op.params
+
+    def corr2d_grad_weights(img, gout, kernel_shape):
+        # with unit strides, out = in + 2 pad - (k - 1) dilation
+        kh, kw = sizes or ((img.shape[2] + 2 * ph - gout.shape[2]) // dh + 1,
+                           (img.shape[3] + 2 * pw - gout.shape[3]) // dw + 1)
+        zeros = jnp.zeros((gout.shape[1], img.shape[1], kh, kw), img.dtype)
+        return jax.vjp(lambda kern: correlate(img, kern), zeros)[1](gout)[0]
+
+    return corr2d_grad_weights
+
+
+@jax_funcify.register(Corr2dGradInputs)
+def jax_funcify_Corr2dGradInputs(op, node, **kwargs):
+    correlate, sizes = _correlation(op), _sizes_or_unit_strides(op, node, "image")
+    ph, pw, _, _, dh, dw = op.params
+
+    def corr2d_grad_inputs(kern, gout, image_shape):
+        h, w = sizes or (gout.shape[2] + (kern.shape[2] - 1) * dh - 2 * ph,
+                         gout.shape[3] + (kern.shape[3] - 1) * dw - 2 * pw)
+        zeros = jnp.zeros((gout.shape[0], kern.shape[1], h, w), kern.dtype)
+        return jax.vjp(lambda img: correlate(img, kern), zeros)[1](gout)[0]
+
+    return corr2d_grad_inputs
+
+
+def _windows(op, height: int, width: int):
+    """lax.reduce_window's padding for an (h, w) image: Theano's zero padding, plus
+    what the last partial windows reach past the border when ignore_border=False."""
+    wh, ww, sh, sw, ph, pw = op.window_params
+    padding = []
+    for size, window, stride, pad, axis in ((height, wh, sh, ph, 0), (width, ww, sw, pw, 1)):
+        reach = (op.out_size(size, axis) - 1) * stride + window
+        padding.append((pad, pad + max(0, reach - size - 2 * pad)))
+    return dict(window_dimensions=(1, wh, ww), window_strides=(1, sh, sw), padding=((0, 0), *padding))
+
+
+def _window_counts(op, windows, height: int, width: int, dtype):
+    """Inputs per window, the divisors of the averages: those inside the image
+    ('average_exc_pad') or inside the zero-padded image ('average_inc_pad')."""
+    _, (top, bottom), (left, right) = windows["padding"]
+    if op.mode == "average_exc_pad":
+        ones, padding = np.ones((1, height, width), dtype), windows["padding"]
+    else:
+        ones = np.ones((1, height + 2 * top, width + 2 * left), dtype)
+        padding = ((0, 0), (0, bottom - top), (0, right - left))
+    return lax.reduce_window(ones, 0.0, lax.add, **{**windows, "padding": padding})
+
+
+def _pooling(op):
+    """The Op's forward function on (..., h, w) arrays."""
+
+    def pool(x):
+        x3 = x.reshape((-1, *x.shape[-2:]))
+        windows = _windows(op, *x.shape[-2:])
+        if op.mode == "max":
+            out = lax.reduce_window(x3, -jnp.inf, lax.max, **windows)
+        else:
+            out = lax.reduce_window(x3, 0.0, lax.add, **windows)
+            if op.mode != "sum":
+                out = out / _window_counts(op, windows, *x.shape[-2:], x.dtype)
+        return out.astype(x.dtype).reshape((*x.shape[:-2], *out.shape[-2:]))
+
+    return pool
+
+
+@jax_funcify.register(Pool)
+def jax_funcify_Pool(op, node, **kwargs):
+    return _pooling(op)
+
+
+@jax_funcify.register(AveragePoolGrad)
+def jax_funcify_AveragePoolGrad(op, node, **kwargs):
+    pool = _pooling(Pool(op.ws, op.stride, op.pad, op.ignore_border, op.mode))
+
+    def average_pool_grad(x, gz):
+        return jax.vjp(pool, jnp.zeros_like(x))[1](gz)[0]
+
+    return average_pool_grad
+
+
+@jax_funcify.register(MaxPoolGrad)
+def jax_funcify_MaxPoolGrad(op, node, **kwargs):
+    wh, ww, sh, sw, _, _ = op.window_params
+
+    def max_pool_grad(x, maxout, gz):
+        x3 = x.reshape((-1, *x.shape[-2:]))
+        best, grad = maxout.reshape((-1, *maxout.shape[-2:])), gz.reshape((-1, *gz.shape[-2:]))
+        oh, ow = best.shape[1:]
+        (_, _), (top, bottom), (left, right) = _windows(op, *x.shape[-2:])["padding"]
+        # padding is never a maximum: -inf equals no finite one
+        padded = jnp.pad(x3, ((0, 0), (top, bottom), (left, right)), constant_values=-jnp.inf)
+        gx = jnp.zeros_like(padded)
+        for u in range(wh):
+            for v in range(ww):
+                rows, cols = slice(u, u + (oh - 1) * sh + 1, sh), slice(v, v + (ow - 1) * sw + 1, sw)
+                gx = gx.at[:, rows, cols].add(jnp.where(padded[:, rows, cols] == best, grad, 0))
+        return gx[:, top:top + x.shape[-2], left:left + x.shape[-1]].reshape(x.shape)
+
+    return max_pool_grad
+
