@@ -347,6 +347,29 @@ def test_jax_needs_the_sizes_of_strided_gradients_before_run_time():
         np.testing.assert_allclose(jax_result, c_result, rtol=1e-10, atol=1e-10)
 
 
+JAX_ON_DEMAND = """
+import sys
+if sys.argv[1] == "first":
+    import pytensor.link.jax.dispatch
+import numpy as np, pytensor, pytensor.tensor as pt
+from deeplearning_tutorial.ops import conv2d, pool_2d
+print("jax" in sys.modules)
+x = pt.tensor4(shape=(2, 1, 6, 6))
+cost = pool_2d(conv2d(x, np.ones((1, 1, 3, 3))), (2, 2)).sum()
+print(pytensor.function([x], pt.grad(cost, x), mode="JAX")(np.arange(72.0).reshape(2, 1, 6, 6)).sum())
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+@pytest.mark.parametrize("pytensor_jax", ["first", "on demand"])
+def test_the_jax_backend_is_registered_whenever_pytensor_imports_its_own(pytensor_jax, tmp_path):
+    """Importing the package leaves JAX unimported; PyTensor's JAX backend, imported
+    before or after, finds conv2d and pool_2d."""
+    result = run_python("-c", JAX_ON_DEMAND, pytensor_jax, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(pytensor_jax == "first"), "72.0"]
+
+
 def test_correlation_ops_pickled_before_the_flip_prop_load_as_unflipped():
     """Best-model pickles of earlier versions hold Ops without ``filter_flip`` (their
     graphs flipped the filters with a view): they must load as plain correlations."""
