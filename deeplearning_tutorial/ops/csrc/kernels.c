@@ -198,7 +198,8 @@ EXPORT int dlt_average_pool_grad(int64_t itemsize, const void *gz, void *gx, POO
  * loaded, like any other part of the package. */
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_kernels",
-    "The compiled convolution and pooling kernels; called through kernels.py.", -1, NULL,
+    "The compiled convolution and pooling kernels; called through kernels.py.", -1,
+    NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

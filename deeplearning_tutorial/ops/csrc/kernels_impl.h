@@ -53,29 +53,30 @@ static void NAME(filter_matrix)(const REAL *kern, const struct conv_shape *s, in
                 }
 }
 
-/* Images n0 <= n < n0 + m of x (n, c, h, w) with the image index last: (c, h, w, m). */
-static void NAME(images_to_chwn)(const REAL *x, const struct conv_shape *s, int64_t n0, int64_t m, REAL *xt)
+/* Images n0 <= n < n0 + m of x (n, planes, plane) with the image index last:
+ * (planes, plane, m), the layout of a chunk (images, or maps of im2col's columns). */
+static void NAME(to_image_index_last)(const REAL *x, int64_t planes, int64_t plane, int64_t n0, int64_t m,
+                                      REAL *chunk)
 {
-    const int64_t plane = s->height * s->width;
-    for (int64_t c = 0; c < s->channels; c++)
+    for (int64_t c = 0; c < planes; c++)
         for (int64_t k = 0; k < m; k++) {
-            const REAL *image = x + ((n0 + k) * s->channels + c) * plane;
-            REAL *dest = xt + c * plane * m + k;
+            const REAL *src = x + ((n0 + k) * planes + c) * plane;
+            REAL *dest = chunk + c * plane * m + k;
             for (int64_t p = 0; p < plane; p++)
-                dest[p * m] = image[p];
+                dest[p * m] = src[p];
         }
 }
 
-/* The inverse of images_to_chwn: write xt (c, h, w, m) into images n0, n0 + 1, ... of x. */
-static void NAME(chwn_to_images)(const REAL *xt, const struct conv_shape *s, int64_t n0, int64_t m, REAL *x)
+/* The inverse of to_image_index_last: write chunk (planes, plane, m) into images n0, n0 + 1, ... of x. */
+static void NAME(to_image_index_first)(const REAL *chunk, int64_t planes, int64_t plane, int64_t n0, int64_t m,
+                                       REAL *x)
 {
-    const int64_t plane = s->height * s->width;
-    for (int64_t c = 0; c < s->channels; c++)
+    for (int64_t c = 0; c < planes; c++)
         for (int64_t k = 0; k < m; k++) {
-            REAL *image = x + ((n0 + k) * s->channels + c) * plane;
-            const REAL *src = xt + c * plane * m + k;
+            const REAL *src = chunk + c * plane * m + k;
+            REAL *dest = x + ((n0 + k) * planes + c) * plane;
             for (int64_t p = 0; p < plane; p++)
-                image[p] = src[p * m];
+                dest[p] = src[p * m];
         }
 }
 
@@ -106,7 +107,7 @@ static void NAME(im2col)(const REAL *xt, const struct conv_shape *s, int64_t m, 
             }
 }
 
-/* The adjoint of im2col: fold column gradients into a zeroed chunk dxt (c, h, w, m),
+/* The adjoint of im2col: fold column gradients into a chunk dxt (c, h, w, m), zeroed first,
  * adding where receptive fields overlap. */
 static void NAME(col2im)(const REAL *dcols, const struct conv_shape *s, int64_t m, REAL *dxt)
 {
@@ -133,66 +134,114 @@ static void NAME(col2im)(const REAL *dcols, const struct conv_shape *s, int64_t 
             }
 }
 
-/* A (f, (i, j, k)) product into images n0 ... n0 + m - 1 of out (n, f, oh, ow). */
-static void NAME(scatter_to_nchw)(const REAL *mat, const struct conv_shape *s, int64_t n0, int64_t m, REAL *out)
-{
-    const int64_t positions = s->oh * s->ow;
-    for (int64_t f = 0; f < s->filters; f++)
-        for (int64_t k = 0; k < m; k++) {
-            REAL *dest = out + ((n0 + k) * s->filters + f) * positions;
-            const REAL *src = mat + f * positions * m + k;
-            for (int64_t p = 0; p < positions; p++)
-                dest[p] = src[p * m];
-        }
-}
+/* One thread's buffers for a chunk of images: the images with the image index
+ * last (c, h, w, m), their columns (rows x positions*m), and an
+ * (f x positions*m) matrix of output maps. */
+struct NAME(buffers) {
+    REAL *images, *cols, *maps;
+};
 
-/* Images n0 ... n0 + m - 1 of (n, f, oh, ow) maps as an (f, (i, j, k)) matrix, the layout of im2col. */
-static void NAME(gather_from_nchw)(const REAL *maps, const struct conv_shape *s, int64_t n0, int64_t m, REAL *mat)
-{
-    const int64_t positions = s->oh * s->ow;
-    for (int64_t f = 0; f < s->filters; f++)
-        for (int64_t k = 0; k < m; k++) {
-            const REAL *src = maps + ((n0 + k) * s->filters + f) * positions;
-            REAL *dest = mat + f * positions * m + k;
-            for (int64_t p = 0; p < positions; p++)
-                dest[p * m] = src[p];
-        }
-}
+/* A convolution kernel's operands, shared by the threads. */
+struct NAME(job) {
+    const struct conv_shape *s;
+    const REAL *input;   /* the images (n, c, h, w) or, for the input gradient, the output gradient */
+    const REAL *gout;    /* the output gradient (n, f, oh, ow), for the filter gradient */
+    const REAL *filters; /* the filter matrix, or its transpose */
+    REAL *out;           /* the result, or the per-thread partial sums of the filter gradient */
+    int64_t rows, positions;
+};
 
-static int NAME(corr2d)(const REAL *x, const REAL *kern, const struct conv_shape *s, int flip,
-                        int threads, REAL *out)
+typedef void NAME(chunk_step)(const struct NAME(job) *job, const struct NAME(buffers) *buf, int64_t n0,
+                              int64_t m, int thread);
+
+/* Run step on every chunk of images, the chunks split over ch.workers threads,
+ * each with its own buffers. */
+static int NAME(for_each_chunk)(const struct NAME(job) *job, struct chunking ch, NAME(chunk_step) *step)
 {
-    const int64_t rows = s->channels * s->kh * s->kw, positions = s->oh * s->ow;
-    struct chunking ch = chunking(s->images, rows, positions, sizeof(REAL), threads);
-    REAL *wmat = malloc(sizeof(REAL) * s->filters * rows);
-    int status = wmat ? DLT_OK : DLT_NO_MEMORY;
-    if (status == DLT_OK)
-        NAME(filter_matrix)(kern, s, flip, 0, wmat);
-    #pragma omp parallel num_threads(ch.workers) if (ch.workers > 1 && status == DLT_OK)
+    const struct conv_shape *s = job->s;
+    int status = DLT_OK;
+    #pragma omp parallel num_threads(ch.workers) if (ch.workers > 1)
     {
-        REAL *xt = malloc(sizeof(REAL) * s->channels * s->height * s->width * ch.step);
-        REAL *cols = malloc(sizeof(REAL) * rows * positions * ch.step);
-        REAL *prod = malloc(sizeof(REAL) * s->filters * positions * ch.step);
-        int ok = status == DLT_OK && xt && cols && prod;
+        struct NAME(buffers) buf = {
+            malloc(sizeof(REAL) * s->channels * s->height * s->width * ch.step),
+            malloc(sizeof(REAL) * job->rows * job->positions * ch.step),
+            malloc(sizeof(REAL) * s->filters * job->positions * ch.step),
+        };
+        int ok = buf.images && buf.cols && buf.maps;
         #pragma omp for schedule(static)
         for (int64_t chunk = 0; chunk < ch.chunks; chunk++) {
-            int64_t n0 = chunk * ch.step, m = MIN(ch.step, s->images - n0);
-            if (!ok)
-                continue;
-            NAME(images_to_chwn)(x, s, n0, m, xt);
-            NAME(im2col)(xt, s, m, cols);
-            NAME(gemm_rows)(0, 0, s->filters, positions * m, rows, wmat, rows, cols, positions * m,
-                            0, prod, positions * m);
-            NAME(scatter_to_nchw)(prod, s, n0, m, out);
+            int64_t n0 = chunk * ch.step;
+            if (ok)
+                step(job, &buf, n0, MIN(ch.step, s->images - n0), omp_get_thread_num());
         }
         if (!ok) {
             #pragma omp atomic write
             status = DLT_NO_MEMORY;
         }
-        free(xt); free(cols); free(prod);
+        free(buf.images); free(buf.cols); free(buf.maps);
     }
-    free(wmat);
     return status;
+}
+
+/* maps = filters (f x rows) cols (rows x positions*m), scattered into the result */
+static void NAME(correlate_chunk)(const struct NAME(job) *job, const struct NAME(buffers) *buf, int64_t n0,
+                                  int64_t m, int thread)
+{
+    const struct conv_shape *s = job->s;
+    (void)thread;
+    NAME(to_image_index_last)(job->input, s->channels, s->height * s->width, n0, m, buf->images);
+    NAME(im2col)(buf->images, s, m, buf->cols);
+    NAME(gemm_rows)(0, 0, s->filters, job->positions * m, job->rows, job->filters, job->rows, buf->cols,
+                    job->positions * m, 0, buf->maps, job->positions * m);
+    NAME(to_image_index_first)(buf->maps, s->filters, job->positions, n0, m, job->out);
+}
+
+/* the thread's partial sum (f x rows) += gout maps (f x positions*m) cols' (positions*m x rows) */
+static void NAME(filter_gradient_chunk)(const struct NAME(job) *job, const struct NAME(buffers) *buf,
+                                        int64_t n0, int64_t m, int thread)
+{
+    const struct conv_shape *s = job->s;
+    NAME(to_image_index_last)(job->input, s->channels, s->height * s->width, n0, m, buf->images);
+    NAME(im2col)(buf->images, s, m, buf->cols);
+    NAME(to_image_index_last)(job->gout, s->filters, job->positions, n0, m, buf->maps);
+    NAME(gemm_rows)(0, 1, s->filters, job->rows, job->positions * m, buf->maps, job->positions * m, buf->cols,
+                    job->positions * m, 1, job->out + thread * s->filters * job->rows, job->rows);
+}
+
+/* cols = filters' (rows x f) output gradient maps (f x positions*m), folded into the images' gradient */
+static void NAME(input_gradient_chunk)(const struct NAME(job) *job, const struct NAME(buffers) *buf,
+                                       int64_t n0, int64_t m, int thread)
+{
+    const struct conv_shape *s = job->s;
+    (void)thread;
+    NAME(to_image_index_last)(job->input, s->filters, job->positions, n0, m, buf->maps);
+    NAME(gemm_rows)(0, 0, job->rows, job->positions * m, s->filters, job->filters, s->filters, buf->maps,
+                    job->positions * m, 0, buf->cols, job->positions * m);
+    NAME(col2im)(buf->cols, s, m, buf->images);
+    NAME(to_image_index_first)(buf->images, s->channels, s->height * s->width, n0, m, job->out);
+}
+
+/* The correlation (step correlate_chunk, on x) or its input gradient (step
+ * input_gradient_chunk, on the output gradient): both multiply by the filter
+ * matrix, transposed for the gradient. */
+static int NAME(through_filters)(const REAL *input, const REAL *kern, const struct conv_shape *s, int flip,
+                                 int transposed, NAME(chunk_step) *step, int threads, REAL *out)
+{
+    const int64_t rows = s->channels * s->kh * s->kw, positions = s->oh * s->ow;
+    REAL *filters = malloc(sizeof(REAL) * s->filters * rows);
+    if (!filters)
+        return DLT_NO_MEMORY;
+    NAME(filter_matrix)(kern, s, flip, transposed, filters);
+    struct NAME(job) job = {s, input, NULL, filters, out, rows, positions};
+    int status = NAME(for_each_chunk)(&job, chunking(s->images, rows, positions, sizeof(REAL), threads), step);
+    free(filters);
+    return status;
+}
+
+static int NAME(corr2d)(const REAL *x, const REAL *kern, const struct conv_shape *s, int flip,
+                        int threads, REAL *out)
+{
+    return NAME(through_filters)(x, kern, s, flip, 0, NAME(correlate_chunk), threads, out);
 }
 
 static int NAME(corr2d_grad_weights)(const REAL *x, const REAL *gout, const struct conv_shape *s,
@@ -201,33 +250,11 @@ static int NAME(corr2d_grad_weights)(const REAL *x, const REAL *gout, const stru
     const int64_t rows = s->channels * s->kh * s->kw, positions = s->oh * s->ow;
     struct chunking ch = chunking(s->images, rows, positions, sizeof(REAL), threads);
     /* one partial sum per thread (not per chunk: chunks can be many, and filters large) */
-    REAL *partial = calloc((size_t)MAX(ch.workers, 1) * s->filters * rows, sizeof(REAL));
-    int status = partial ? DLT_OK : DLT_NO_MEMORY;
-    #pragma omp parallel num_threads(ch.workers) if (ch.workers > 1 && status == DLT_OK)
-    {
-        REAL *xt = malloc(sizeof(REAL) * s->channels * s->height * s->width * ch.step);
-        REAL *cols = malloc(sizeof(REAL) * rows * positions * ch.step);
-        REAL *gmat = malloc(sizeof(REAL) * s->filters * positions * ch.step);
-        int ok = status == DLT_OK && xt && cols && gmat;
-        #pragma omp for schedule(static)
-        for (int64_t chunk = 0; chunk < ch.chunks; chunk++) {
-            int64_t n0 = chunk * ch.step, m = MIN(ch.step, s->images - n0);
-            if (!ok)
-                continue;
-            REAL *mine = partial + (int64_t)omp_get_thread_num() * s->filters * rows;
-            NAME(images_to_chwn)(x, s, n0, m, xt);
-            NAME(im2col)(xt, s, m, cols);
-            NAME(gather_from_nchw)(gout, s, n0, m, gmat);
-            /* mine (f x rows) += gmat (f x positions*m) cols' (positions*m x rows) */
-            NAME(gemm_rows)(0, 1, s->filters, rows, positions * m, gmat, positions * m, cols,
-                            positions * m, 1, mine, rows);
-        }
-        if (!ok) {
-            #pragma omp atomic write
-            status = DLT_NO_MEMORY;
-        }
-        free(xt); free(cols); free(gmat);
-    }
+    REAL *partial = calloc((size_t)ch.workers * s->filters * rows, sizeof(REAL));
+    if (!partial)
+        return DLT_NO_MEMORY;
+    struct NAME(job) job = {s, x, gout, NULL, partial, rows, positions};
+    int status = NAME(for_each_chunk)(&job, ch, NAME(filter_gradient_chunk));
     if (status == DLT_OK) {
         for (int64_t w = 1; w < ch.workers; w++)
             for (int64_t i = 0; i < s->filters * rows; i++)
@@ -249,37 +276,7 @@ static int NAME(corr2d_grad_weights)(const REAL *x, const REAL *gout, const stru
 static int NAME(corr2d_grad_inputs)(const REAL *kern, const REAL *gout, const struct conv_shape *s,
                                     int flip, int threads, REAL *dx)
 {
-    const int64_t rows = s->channels * s->kh * s->kw, positions = s->oh * s->ow;
-    struct chunking ch = chunking(s->images, rows, positions, sizeof(REAL), threads);
-    REAL *wmat_t = malloc(sizeof(REAL) * rows * s->filters);
-    int status = wmat_t ? DLT_OK : DLT_NO_MEMORY;
-    if (status == DLT_OK)
-        NAME(filter_matrix)(kern, s, flip, 1, wmat_t);
-    #pragma omp parallel num_threads(ch.workers) if (ch.workers > 1 && status == DLT_OK)
-    {
-        REAL *gmat = malloc(sizeof(REAL) * s->filters * positions * ch.step);
-        REAL *dcols = malloc(sizeof(REAL) * rows * positions * ch.step);
-        REAL *dxt = malloc(sizeof(REAL) * s->channels * s->height * s->width * ch.step);
-        int ok = status == DLT_OK && gmat && dcols && dxt;
-        #pragma omp for schedule(static)
-        for (int64_t chunk = 0; chunk < ch.chunks; chunk++) {
-            int64_t n0 = chunk * ch.step, m = MIN(ch.step, s->images - n0);
-            if (!ok)
-                continue;
-            NAME(gather_from_nchw)(gout, s, n0, m, gmat);
-            NAME(gemm_rows)(0, 0, rows, positions * m, s->filters, wmat_t, s->filters, gmat,
-                            positions * m, 0, dcols, positions * m);
-            NAME(col2im)(dcols, s, m, dxt);
-            NAME(chwn_to_images)(dxt, s, n0, m, dx);
-        }
-        if (!ok) {
-            #pragma omp atomic write
-            status = DLT_NO_MEMORY;
-        }
-        free(gmat); free(dcols); free(dxt);
-    }
-    free(wmat_t);
-    return status;
+    return NAME(through_filters)(gout, kern, s, flip, 1, NAME(input_gradient_chunk), threads, dx);
 }
 
 /* ------------------------------------------------------------------------
