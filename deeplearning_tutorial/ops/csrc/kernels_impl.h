@@ -196,16 +196,22 @@ static void NAME(correlate_chunk)(const struct NAME(job) *job, const struct NAME
     NAME(to_image_index_first)(buf->maps, s->filters, job->positions, n0, m, job->out);
 }
 
-/* the thread's partial sum (f x rows) += gout maps (f x positions*m) cols' (positions*m x rows) */
+/* the thread's partial sum (f x rows) += gout maps (f x positions*m) cols' (positions*m x rows);
+ * the product goes through the thread's scratch matrix after its partial sum, so that the sums
+ * are added in the order of the earlier (Numba) kernels and the results are the same to the bit */
 static void NAME(filter_gradient_chunk)(const struct NAME(job) *job, const struct NAME(buffers) *buf,
                                         int64_t n0, int64_t m, int thread)
 {
     const struct conv_shape *s = job->s;
+    const int64_t size = s->filters * job->rows;
+    REAL *sum = job->out + 2 * thread * size, *product = sum + size;
     NAME(to_image_index_last)(job->input, s->channels, s->height * s->width, n0, m, buf->images);
     NAME(im2col)(buf->images, s, m, buf->cols);
     NAME(to_image_index_last)(job->gout, s->filters, job->positions, n0, m, buf->maps);
     NAME(gemm_rows)(0, 1, s->filters, job->rows, job->positions * m, buf->maps, job->positions * m, buf->cols,
-                    job->positions * m, 1, job->out + thread * s->filters * job->rows, job->rows);
+                    job->positions * m, 0, product, job->rows);
+    for (int64_t i = 0; i < size; i++)
+        sum[i] += product[i];
 }
 
 /* cols = filters' (rows x f) output gradient maps (f x positions*m), folded into the images' gradient */
@@ -249,8 +255,9 @@ static int NAME(corr2d_grad_weights)(const REAL *x, const REAL *gout, const stru
 {
     const int64_t rows = s->channels * s->kh * s->kw, positions = s->oh * s->ow;
     struct chunking ch = chunking(s->images, rows, positions, sizeof(REAL), threads);
-    /* one partial sum per thread (not per chunk: chunks can be many, and filters large) */
-    REAL *partial = calloc((size_t)ch.workers * s->filters * rows, sizeof(REAL));
+    /* one partial sum per thread (not per chunk: chunks can be many, and filters large),
+     * each followed by the thread's scratch matrix */
+    REAL *partial = calloc((size_t)ch.workers * 2 * s->filters * rows, sizeof(REAL));
     if (!partial)
         return DLT_NO_MEMORY;
     struct NAME(job) job = {s, x, gout, NULL, partial, rows, positions};
@@ -258,7 +265,7 @@ static int NAME(corr2d_grad_weights)(const REAL *x, const REAL *gout, const stru
     if (status == DLT_OK) {
         for (int64_t w = 1; w < ch.workers; w++)
             for (int64_t i = 0; i < s->filters * rows; i++)
-                partial[i] += partial[w * s->filters * rows + i];
+                partial[i] += partial[2 * w * s->filters * rows + i];
         /* the gradient of flipped filters is the flipped gradient */
         for (int64_t f = 0; f < s->filters; f++)
             for (int64_t c = 0; c < s->channels; c++)
