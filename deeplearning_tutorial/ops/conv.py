@@ -83,7 +83,7 @@ class _Corr2dBase(Op):
 
 def _static_pair(shape) -> tuple:
     """The two entries of a symbolic shape vector, as ints where they are constants."""
-    values = []
+    values: list[int | None] = []
     for i in range(2):
         try:
             values.append(int(get_scalar_constant_value(shape[i])))

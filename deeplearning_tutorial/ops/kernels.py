@@ -25,7 +25,7 @@ from numba import types
 from numba.extending import overload
 
 try:
-    from deeplearning_tutorial.ops import _kernels
+    from deeplearning_tutorial.ops import _kernels  # type: ignore[attr-defined]
 except ImportError as error:  # pragma: no cover - an installation problem
     raise ImportError(
         "deeplearning_tutorial's compiled kernels (deeplearning_tutorial/ops/_kernels) are missing or "
