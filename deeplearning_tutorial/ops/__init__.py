@@ -4,12 +4,14 @@
 
 They run in every PyTensor mode: the default NUMBA mode (which calls the
 kernels from the graph's compiled function), the C VM mode "CVM" and the
-Python mode (which call them from the Ops' ``perform``).  The kernels are C,
-compiled when the package is installed (:mod:`deeplearning_tutorial.ops.kernels`).
-Where JAX is installed, the JAX mode runs them as XLA operations
-(:mod:`deeplearning_tutorial.ops.jax_dispatch`).  Importing this package also gives the NUMBA backend a vectorisable float32 ``tanh``
-(:mod:`deeplearning_tutorial.ops.numba_tanh`), and gives the BLAS that Numba
-calls a single thread, since the convolutions parallelise over images
+Python mode (which call them from the Ops' ``perform``). The kernels are C,
+compiled when the package is installed
+(:mod:`deeplearning_tutorial.ops.kernels`). Where JAX is installed, the JAX
+mode runs them as XLA operations
+(:mod:`deeplearning_tutorial.ops.jax_dispatch`). Importing this package also
+gives the NUMBA backend a vectorisable float32 ``tanh``
+(:mod:`deeplearning_tutorial.ops.numba_tanh`), and gives the BLAS that the
+kernels and Numba call a single thread, since the convolutions parallelise over images
 themselves (:mod:`deeplearning_tutorial.ops.blas_threads`); large matrix
 products are split over Numba's threads instead
 (:mod:`deeplearning_tutorial.ops.numba_dot`).
