@@ -128,18 +128,6 @@ def pool_output_size(size, window, stride, pad, ignore_border):
     return max(0, (padded - 1 - window + stride) // stride) + 1
 
 
-@jit
-def _conv_output_shape(height, width, kh, kw, ph, pw, sh, sw, dh, dw):
-    """(rows, cols) of a correlation of (height, width) images with (kh, kw) filters."""
-    return conv_output_size(height, kh, ph, sh, dh), conv_output_size(width, kw, pw, sw, dw)
-
-
-@jit
-def _pooled_shape(height, width, wh, ww, sh, sw, ph, pw, ignore_border):
-    """(rows, cols) of the pooling of (height, width) images."""
-    return pool_output_size(height, wh, sh, ph, ignore_border), pool_output_size(width, ww, sw, pw, ignore_border)
-
-
 # --------------------------------------------------------------------------
 # Convolution (cross-correlation)
 # --------------------------------------------------------------------------
@@ -153,7 +141,8 @@ def corr2d(x, kern, ph, pw, sh, sw, dh, dw, flip, threads):
     n_filters, kern_channels, kh, kw = kern.shape
     if channels != kern_channels:
         raise ValueError("conv2d: the input's channel count (axis 1) differs from the filters' (axis 1)")
-    oh, ow = _conv_output_shape(height, width, kh, kw, ph, pw, sh, sw, dh, dw)
+    oh = conv_output_size(height, kh, ph, sh, dh)
+    ow = conv_output_size(width, kw, pw, sw, dw)
     if oh < 1 or ow < 1:
         raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
     out = np.empty((n_images, n_filters, oh, ow), dtype=x.dtype)
@@ -168,7 +157,8 @@ def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, flip, threads):
     x, gout = np.ascontiguousarray(x), np.ascontiguousarray(gout)
     n_images, channels, height, width = x.shape
     n_filters, oh, ow = gout.shape[1], gout.shape[2], gout.shape[3]
-    if gout.shape[0] != n_images or (oh, ow) != _conv_output_shape(height, width, kh, kw, ph, pw, sh, sw, dh, dw):
+    if (gout.shape[0] != n_images or oh != conv_output_size(height, kh, ph, sh, dh)
+            or ow != conv_output_size(width, kw, pw, sw, dw)):
         raise ValueError("conv2d gradient: the output gradient's shape does not match the input's")
     d_kern = np.empty((n_filters, channels, kh, kw), dtype=x.dtype)
     _check_status(_c_corr2d_grad_weights(_float_size(x, gout), x.ctypes, gout.ctypes, d_kern.ctypes, n_images, channels,
@@ -183,7 +173,8 @@ def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, flip, 
     kern, gout = np.ascontiguousarray(kern), np.ascontiguousarray(gout)
     n_filters, channels, kh, kw = kern.shape
     n_images, oh, ow = gout.shape[0], gout.shape[2], gout.shape[3]
-    if gout.shape[1] != n_filters or (oh, ow) != _conv_output_shape(height, width, kh, kw, ph, pw, sh, sw, dh, dw):
+    if (gout.shape[1] != n_filters or oh != conv_output_size(height, kh, ph, sh, dh)
+            or ow != conv_output_size(width, kw, pw, sw, dw)):
         raise ValueError("conv2d gradient: the output gradient's shape does not match the filters'")
     dx = np.empty((n_images, channels, height, width), dtype=gout.dtype)
     _check_status(_c_corr2d_grad_inputs(_float_size(kern, gout), kern.ctypes, gout.ctypes, dx.ctypes, n_images,
@@ -203,7 +194,8 @@ def pool(x, wh, ww, sh, sw, ph, pw, ignore_border, mode, threads):
     'average_inc_pad' counts it."""
     x = np.ascontiguousarray(x)
     batch, height, width = x.shape
-    oh, ow = _pooled_shape(height, width, wh, ww, sh, sw, ph, pw, ignore_border)
+    oh = pool_output_size(height, wh, sh, ph, ignore_border)
+    ow = pool_output_size(width, ww, sw, pw, ignore_border)
     out = np.empty((batch, oh, ow), dtype=x.dtype)
     _check_status(_c_pool(_float_size(x), x.ctypes, out.ctypes, batch, height, width, oh, ow, wh, ww, sh, sw, ph, pw,
                           ignore_border, mode, threads))
@@ -217,7 +209,8 @@ def max_pool_grad(x, maxout, gz, wh, ww, sh, sw, ph, pw, ignore_border, threads)
     batch, height, width = x.shape
     oh, ow = maxout.shape[1], maxout.shape[2]
     if (maxout.shape[0] != batch or gz.shape != maxout.shape
-            or (oh, ow) != _pooled_shape(height, width, wh, ww, sh, sw, ph, pw, ignore_border)):
+            or oh != pool_output_size(height, wh, sh, ph, ignore_border)
+            or ow != pool_output_size(width, ww, sw, pw, ignore_border)):
         raise ValueError("pool_2d gradient: the pooled input or its gradient does not match the input's shape")
     gx = np.empty_like(x)
     _check_status(_c_max_pool_grad(_float_size(x, maxout, gz), x.ctypes, maxout.ctypes, gz.ctypes, gx.ctypes, batch,
@@ -230,7 +223,8 @@ def average_pool_grad(gz, height, width, wh, ww, sh, sw, ph, pw, ignore_border, 
     """Gradient of sum and average pooling: each window's gradient spread over its (b, height, width) inputs."""
     gz = np.ascontiguousarray(gz)
     batch, oh, ow = gz.shape
-    if (oh, ow) != _pooled_shape(height, width, wh, ww, sh, sw, ph, pw, ignore_border):
+    if (oh != pool_output_size(height, wh, sh, ph, ignore_border)
+            or ow != pool_output_size(width, ww, sw, pw, ignore_border)):
         raise ValueError("pool_2d gradient: the output gradient does not match the input's shape")
     gx = np.empty((batch, height, width), dtype=gz.dtype)
     _check_status(_c_average_pool_grad(_float_size(gz), gz.ctypes, gx.ctypes, batch, height, width, oh, ow, wh, ww,
