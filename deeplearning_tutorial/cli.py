@@ -13,6 +13,7 @@ import inspect
 import sys
 from typing import Any, Callable, Sequence
 
+from deeplearning_tutorial import speedups
 from deeplearning_tutorial.datasets import DatasetError
 from deeplearning_tutorial.training import DivergenceError
 
@@ -43,8 +44,11 @@ def parser_for(function: Callable, description: str | None = None) -> argparse.A
 
 
 def run(function: Callable, argv: Sequence[str] | None = None) -> Any:
-    """Parse ``argv`` for ``function`` and call it; known failures exit with a message."""
+    """Parse ``argv`` for ``function`` and call it, as a tutorial program's ``main``; known
+    failures exit with a message.  Also keeps freed memory in the heap for the rest of the
+    process (:func:`deeplearning_tutorial.speedups.keep_freed_memory`)."""
     arguments = parser_for(function).parse_args(argv)
+    speedups.keep_freed_memory()
     try:
         return function(**vars(arguments))
     except (DatasetError, DivergenceError, ValueError, FileNotFoundError) as exc:

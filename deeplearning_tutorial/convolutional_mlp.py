@@ -20,19 +20,11 @@ from __future__ import annotations
 import os
 import sys
 
-# LeNet alternates BLAS products with multi-threaded Numba kernels. Idle
-# OpenBLAS threads spin for about 0.1 s after each product by default and
-# starve the kernel that follows (up to 4x slower here); let them sleep at
-# once. OpenBLAS reads this when NumPy loads, so it takes effect when this
-# module is the program being run (the tiny products of logistic_sgd prefer
-# the default).
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
 
-import numpy as np  # noqa: E402
-import pytensor  # noqa: E402
-import pytensor.tensor as pt  # noqa: E402
-
-from deeplearning_tutorial import cli  # noqa: E402
+from deeplearning_tutorial import cli, speedups
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
 from deeplearning_tutorial.ops import conv2d, pool_2d
@@ -119,15 +111,18 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
 
     test_model = pytensor.function(
         [index], layer3.errors(y), givens={x: minibatch(test_set_x), y: minibatch(test_set_y)},
+        mode=speedups.mode(),
     )
     validate_model = pytensor.function(
         [index], layer3.errors(y), givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)},
+        mode=speedups.mode(),
     )
     params = layer3.params + layer2.params + layer1.params + layer0.params
     grads = pt.grad(cost, params)
     updates = [(param_i, param_i - learning_rate * grad_i) for param_i, grad_i in zip(params, grads)]
     train_model = pytensor.function(
         [index], cost, updates=updates, givens={x: minibatch(train_set_x), y: minibatch(train_set_y)},
+        mode=speedups.mode(),
     )
 
     print("... training")

@@ -21,7 +21,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from deeplearning_tutorial import cli
+from deeplearning_tutorial import cli, speedups
 from deeplearning_tutorial.datasets import atomic_write, ensure_dataset
 from deeplearning_tutorial.training import patience_loop, warm_up
 from deeplearning_tutorial.validation import check_hyperparameters
@@ -118,11 +118,11 @@ def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl
 
     test_model = pytensor.function(
         inputs=[index], outputs=classifier.errors(y),
-        givens={x: minibatch(test_set_x), y: minibatch(test_set_y)},
+        givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=speedups.mode(),
     )
     validate_model = pytensor.function(
         inputs=[index], outputs=classifier.errors(y),
-        givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)},
+        givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)}, mode=speedups.mode(),
     )
     g_W = pt.grad(cost=cost, wrt=classifier.W)
     g_b = pt.grad(cost=cost, wrt=classifier.b)
@@ -132,7 +132,7 @@ def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl
     ]
     train_model = pytensor.function(
         inputs=[index], outputs=cost, updates=updates,
-        givens={x: minibatch(train_set_x), y: minibatch(train_set_y)},
+        givens={x: minibatch(train_set_x), y: minibatch(train_set_y)}, mode=speedups.mode(),
     )
 
     print("... training the model")

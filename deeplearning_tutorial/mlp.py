@@ -17,7 +17,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from deeplearning_tutorial import cli
+from deeplearning_tutorial import cli, speedups
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.training import BestModel, run_with_checkpoints
 from deeplearning_tutorial.validation import check_hyperparameters
@@ -97,17 +97,17 @@ def test_mlp(learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, n_epochs=1000, data
 
     test_model = pytensor.function(
         inputs=[index], outputs=classifier.errors(y),
-        givens={x: minibatch(test_set_x), y: minibatch(test_set_y)},
+        givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=speedups.mode(),
     )
     validate_model = pytensor.function(
         inputs=[index], outputs=classifier.errors(y),
-        givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)},
+        givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)}, mode=speedups.mode(),
     )
     gparams = [pt.grad(cost, param) for param in classifier.params]
     updates = [(param, param - learning_rate * gparam) for param, gparam in zip(classifier.params, gparams)]
     train_model = pytensor.function(
         inputs=[index], outputs=cost, updates=updates,
-        givens={x: minibatch(train_set_x), y: minibatch(train_set_y)},
+        givens={x: minibatch(train_set_x), y: minibatch(train_set_y)}, mode=speedups.mode(),
     )
 
     print("... training")

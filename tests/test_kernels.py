@@ -6,6 +6,7 @@ thread, and they refuse what they cannot compute."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
@@ -69,14 +70,23 @@ def test_chunks_cover_every_image_once(threads):
             assert 1 <= workers <= min(threads, n_chunks)
 
 
-def test_the_blas_numba_calls_has_one_thread():
+def test_the_kernels_blas_is_single_threaded_only_while_a_kernel_runs():
     path = blas_threads.numba_blas_path()
     if path is None:
         pytest.skip("SciPy's BLAS symbols could not be located on this platform")
-    assert os.path.isfile(path)
-    libraries = {os.path.realpath(lib["filepath"]): lib for lib in threadpoolctl.threadpool_info()}
-    assert path in libraries, f"{path} is not among the loaded thread pools"
-    assert libraries[path]["num_threads"] == 1
+    controller = threadpoolctl.ThreadpoolController().select(filepath=path)
+    if not controller.lib_controllers or None in blas_threads.thread_functions():
+        pytest.skip("SciPy's BLAS has no OpenBLAS thread functions here")
+    count = controller.info()[0]["num_threads"]
+    library = ctypes.CDLL(kernels._kernels.__file__)
+    library.dlt_blas_restore_threads.argtypes = [ctypes.c_int]
+    assert library.dlt_blas_single_thread() == count  # what a kernel does when it starts
+    assert controller.info()[0]["num_threads"] == 1
+    library.dlt_blas_restore_threads(count)  # and when it returns
+    assert controller.info()[0]["num_threads"] == count
+    x, kern = np.ones((64, 3, 12, 12), np.float32), np.ones((4, 3, 5, 5), np.float32)
+    kernels.corr2d(x, kern, 0, 0, 1, 1, 1, 1, True, 2)
+    assert controller.info()[0]["num_threads"] == count
 
 
 def test_an_empty_batch_gives_empty_outputs_and_a_zero_filter_gradient():

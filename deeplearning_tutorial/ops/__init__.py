@@ -6,26 +6,21 @@ They run in every PyTensor mode: the default NUMBA mode (which calls the
 kernels from the graph's compiled function), the C VM mode "CVM" and the
 Python mode (which call them from the Ops' ``perform``). The kernels are C,
 compiled when the package is installed
-(:mod:`deeplearning_tutorial.ops.kernels`). Where JAX is installed, the JAX
-mode runs them as XLA operations
-(:mod:`deeplearning_tutorial.ops.jax_dispatch`). Importing this package also
-gives the NUMBA backend a vectorisable float32 ``tanh``
-(:mod:`deeplearning_tutorial.ops.numba_tanh`), and gives the BLAS that the
-kernels and Numba call a single thread, since the convolutions parallelise over images
-themselves (:mod:`deeplearning_tutorial.ops.blas_threads`); large matrix
-products are split over Numba's threads instead
-(:mod:`deeplearning_tutorial.ops.numba_dot`).
+(:mod:`deeplearning_tutorial.ops.kernels`); while one runs, the BLAS it calls
+is single-threaded (:mod:`deeplearning_tutorial.ops.blas_threads`). Where JAX
+is installed, the JAX mode runs them as XLA operations
+(:mod:`deeplearning_tutorial.ops.jax_dispatch`). Importing this package
+changes nothing outside the graphs that use these Ops; the opt-in speed-ups
+for the rest of such graphs are in :mod:`deeplearning_tutorial.speedups`.
 """
 
 import importlib.abc
 import importlib.util
 import sys
 
-from deeplearning_tutorial.ops import blas_threads, numba_dispatch, numba_dot, numba_tanh  # noqa: F401  (register the Numba backend)
+from deeplearning_tutorial.ops import numba_dispatch  # noqa: F401  (registers the Numba backend)
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights, conv2d
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool, pool_2d
-
-blas_threads.limit_numba_blas_threads()
 
 _PYTENSOR_JAX_DISPATCH = "pytensor.link.jax.dispatch"
 

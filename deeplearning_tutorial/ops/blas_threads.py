@@ -1,21 +1,18 @@
-"""One thread pool: the BLAS that the kernels and Numba call gets a single thread.
+"""The BLAS inside the kernels: single-threaded while a kernel runs, untouched otherwise.
 
 The convolution kernels split a minibatch into chunks of images and process
 them on all threads at once, each thread multiplying its own chunk with a
 BLAS call.  A multi-threaded BLAS would serialise those concurrent calls, and
-its idle threads would spin on the cores the kernels' threads need: measured
-here, a LeNet training minibatch took 705 ms that way against 129 ms with a
-single-threaded BLAS.
+its idle threads would spin on the cores the kernels' threads need.  So each
+kernel that calls BLAS sets the BLAS's thread count to one when it starts and
+gives the previous count back when it returns (``csrc/kernels.c``): between
+kernel calls, the rest of the program sees the BLAS exactly as it was.
 
-The C kernels and Numba's ``np.dot`` call the BLAS that SciPy exports
-(``scipy.linalg.cython_blas``).  In the PyPI wheels that is SciPy's own copy
-of OpenBLAS, a different library from NumPy's, so NumPy's products elsewhere
-in the program keep all their threads; the NUMBA backend's ``Dot`` nodes split
-large products over Numba's threads instead (``numba_dot.py``).  To give
-SciPy's BLAS its threads back (which makes these convolutions slower), use
-``threadpoolctl``::
-
-    threadpoolctl.ThreadpoolController().select(filepath=numba_blas_path()).limit(limits=None)
+The kernels call the BLAS that SciPy exports (``scipy.linalg.cython_blas``,
+which Numba's ``np.dot`` uses too).  In the PyPI wheels that is SciPy's own
+copy of OpenBLAS, a different library from NumPy's.  Its thread count is
+changed through OpenBLAS's own functions; a BLAS without them (where they are
+not found) is called as it is.
 """
 
 from __future__ import annotations
@@ -23,8 +20,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-
-import threadpoolctl
 
 
 class _DlInfo(ctypes.Structure):
@@ -35,10 +30,13 @@ class _DlInfo(ctypes.Structure):
 # The Fortran name of sgemm as SciPy's BLAS exports it, by build: plain, and the
 # prefixed symbols of the scipy-openblas wheels.
 _SGEMM_SYMBOLS = ("sgemm_", "scipy_sgemm_", "scipy_sgemm_64_", "sgemm")
+# OpenBLAS's thread-count functions, by the same builds' prefixes.
+_THREAD_FUNCTION_PREFIXES = ("", "scipy_", "scipy_64_")
 
 
 def numba_blas_path() -> str | None:
-    """Path of the BLAS library Numba's ``np.dot`` ends up in, or None where it cannot be found.
+    """Path of the BLAS library Numba's ``np.dot`` and the kernels end up in, or None where it
+    cannot be found.
 
     Numba calls the wrappers of ``scipy.linalg.cython_blas``; looking ``sgemm``
     up from that module's handle searches it and the libraries it links, in
@@ -62,12 +60,21 @@ def numba_blas_path() -> str | None:
     return None
 
 
-def limit_numba_blas_threads() -> None:
-    """Give the BLAS library that Numba calls one thread (nothing to do where it is not found)."""
+def thread_functions() -> tuple[int | None, int | None]:
+    """Addresses of the kernels' BLAS's ``openblas_set_num_threads`` and
+    ``openblas_get_num_threads``, or (None, None) where it has no such functions."""
     path = numba_blas_path()
     if path is None:
-        return
-    loaded = threadpoolctl.ThreadpoolController()
-    matching = [lib.filepath for lib in loaded.lib_controllers if os.path.realpath(lib.filepath) == path]
-    if matching:
-        loaded.select(filepath=matching).limit(limits=1)
+        return None, None
+    try:
+        library = ctypes.CDLL(path)
+    except OSError:
+        return None, None
+    for prefix in _THREAD_FUNCTION_PREFIXES:
+        try:
+            set_threads = getattr(library, f"{prefix}openblas_set_num_threads")
+            get_threads = getattr(library, f"{prefix}openblas_get_num_threads")
+        except AttributeError:
+            continue
+        return (ctypes.cast(set_threads, ctypes.c_void_p).value, ctypes.cast(get_threads, ctypes.c_void_p).value)
+    return None, None

@@ -24,6 +24,8 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from deeplearning_tutorial.ops import blas_threads
+
 try:
     from deeplearning_tutorial.ops import _kernels  # type: ignore[attr-defined]
 except ImportError as error:  # pragma: no cover - an installation problem
@@ -57,8 +59,8 @@ def _cython_blas_address(name: str) -> int:
 # "permanently"; the name survives in cached compiled graphs, an address would not.
 llvmlite.binding.load_library_permanently(_kernels.__file__)
 _library = ctypes.CDLL(_kernels.__file__)
-_library.dlt_set_blas.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-_library.dlt_set_blas(_cython_blas_address("sgemm"), _cython_blas_address("dgemm"))
+_library.dlt_set_blas.argtypes = [ctypes.c_void_p] * 4
+_library.dlt_set_blas(_cython_blas_address("sgemm"), _cython_blas_address("dgemm"), *blas_threads.thread_functions())
 
 
 def _c_function(name: str, pointers: int, integers: int) -> types.ExternalFunction:

@@ -7,7 +7,8 @@
  * float64) first, C-contiguous arrays as pointers, and returns a DLT_* status.
  * Shapes are checked by the callers.  Work is split over OpenMP threads, the
  * runtime Numba's "omp" threading layer uses too; the BLAS products inside run
- * single-threaded (see blas_threads.py).
+ * single-threaded: each kernel that calls BLAS sets the BLAS's thread count to
+ * one while it runs and restores it before returning (see blas_threads.py).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -37,11 +38,39 @@ typedef void dgemm_t(const char *, const char *, const int *, const int *, const
                      const int *);
 static sgemm_t *sgemm;
 static dgemm_t *dgemm;
+/* The BLAS's own thread-count functions (OpenBLAS's openblas_set_num_threads
+ * and openblas_get_num_threads), or NULL where the BLAS has none. */
+typedef void set_threads_t(int);
+typedef int get_threads_t(void);
+static set_threads_t *blas_set_threads;
+static get_threads_t *blas_get_threads;
 
-EXPORT void dlt_set_blas(void *single, void *double_)
+EXPORT void dlt_set_blas(void *single, void *double_, void *set_threads, void *get_threads)
 {
     sgemm = (sgemm_t *)single;
     dgemm = (dgemm_t *)double_;
+    blas_set_threads = (set_threads_t *)set_threads;
+    blas_get_threads = (get_threads_t *)get_threads;
+}
+
+/* Make the BLAS single-threaded for a parallel region whose threads each call
+ * it, and return the thread count to give back to dlt_blas_restore_threads.
+ * A multi-threaded BLAS called from every thread at once serialises the calls
+ * and its idle threads spin on the cores the region needs. */
+EXPORT int dlt_blas_single_thread(void)
+{
+    if (!blas_set_threads || !blas_get_threads)
+        return 0;
+    int threads = blas_get_threads();
+    if (threads != 1)
+        blas_set_threads(1);
+    return threads;
+}
+
+EXPORT void dlt_blas_restore_threads(int threads)
+{
+    if (blas_set_threads && threads > 1)
+        blas_set_threads(threads);
 }
 
 /* A chunk's unrolled columns take at most about this many bytes, so they stay
@@ -121,20 +150,21 @@ static struct window window(int64_t index, int64_t size, int64_t stride, int64_t
 #undef NAME
 #undef GEMM
 
-/* Call the float32 or float64 version of a kernel. */
+/* Call the float32 or float64 version of a kernel; one that calls BLAS runs
+ * with the BLAS single-threaded. */
 #define DISPATCH(itemsize, blas_needed, kernel, ...)                                   \
     do {                                                                               \
-        if ((itemsize) == 4) {                                                         \
-            if ((blas_needed) && !sgemm)                                               \
-                return DLT_NO_BLAS;                                                    \
-            return kernel##_f32(__VA_ARGS__);                                          \
-        }                                                                              \
-        if ((itemsize) == 8) {                                                         \
-            if ((blas_needed) && !dgemm)                                               \
-                return DLT_NO_BLAS;                                                    \
-            return kernel##_f64(__VA_ARGS__);                                          \
-        }                                                                              \
-        return DLT_BAD_ITEMSIZE;                                                       \
+        int status_, threads_ = 0;                                                     \
+        if ((itemsize) != 4 && (itemsize) != 8)                                        \
+            return DLT_BAD_ITEMSIZE;                                                   \
+        if ((blas_needed) && !((itemsize) == 4 ? (void *)sgemm : (void *)dgemm))       \
+            return DLT_NO_BLAS;                                                        \
+        if (blas_needed)                                                               \
+            threads_ = dlt_blas_single_thread();                                       \
+        status_ = (itemsize) == 4 ? kernel##_f32(__VA_ARGS__) : kernel##_f64(__VA_ARGS__); \
+        if (blas_needed)                                                               \
+            dlt_blas_restore_threads(threads_);                                        \
+        return status_;                                                                \
     } while (0)
 
 #define CONV_ARGS                                                                              \

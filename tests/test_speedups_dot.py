@@ -1,6 +1,5 @@
-"""PyTensor's Dot in the NUMBA mode, split over threads for large float products
-(deeplearning_tutorial.ops.numba_dot): the same results as NumPy for every
-layout and split, PyTensor's own implementation elsewhere."""
+"""SplitDot (deeplearning_tutorial.speedups.dot): in graphs compiled with speedups.mode() only,
+the same results as NumPy for every layout and split, and the BLAS's threads given back."""
 
 from __future__ import annotations
 
@@ -11,8 +10,12 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-import deeplearning_tutorial.ops  # noqa: F401  (registers the Numba Dot)
-from deeplearning_tutorial.ops import numba_dot
+import threadpoolctl
+from pytensor.tensor.math import Dot
+
+from deeplearning_tutorial import speedups
+from deeplearning_tutorial.ops import blas_threads
+from deeplearning_tutorial.speedups import dot
 
 # (m, k, n): split by rows (m >= n), by columns, fewer rows than threads, one
 # column, and a product under the parallel threshold.
@@ -22,7 +25,7 @@ SHAPES = [(300, 200, 100), (40, 300, 700), (1, 5000, 1000), (5000, 1000, 1), (3,
 @functools.cache
 def compiled_dot(dtype, transpose_x):
     x, y = pt.matrix(dtype=dtype), pt.matrix(dtype=dtype)
-    return pytensor.function([x, y], pt.dot(x.T, y) if transpose_x else pt.dot(x, y), mode="NUMBA")
+    return pytensor.function([x, y], pt.dot(x.T, y) if transpose_x else pt.dot(x, y), mode=speedups.mode("NUMBA"))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -38,23 +41,44 @@ def test_matches_numpy(m, k, n, transpose_x, dtype):
     np.testing.assert_allclose(result, expected, rtol=tol, atol=tol * np.sqrt(k) * 10)
 
 
+def product_ops(f) -> list[type]:
+    return [type(node.op) for node in f.maker.fgraph.toposort() if isinstance(node.op, Dot)]
+
+
 def test_large_products_really_take_the_parallel_path():
-    assert 300 * 200 * 100 >= numba_dot.PARALLEL_MIN > 3 * 7 * 5
+    assert 300 * 200 * 100 >= dot.PARALLEL_MIN > 3 * 7 * 5
+    assert product_ops(compiled_dot("float32", False)) == [dot.SplitDot]
     if numba.get_num_threads() < 2:
-        pytest.skip("one Numba thread: PyTensor's Dot is kept")
-    node = pt.dot(pt.matrix(dtype="float32"), pt.matrix(dtype="float32")).owner
-    _, key = numba_dot.numba_funcify_Dot(node.op, node)
-    assert key.startswith("deeplearning_tutorial.ops.numba_dot-float32")
+        pytest.skip("one Numba thread: no split")
+    node = dot.SplitDot()(pt.matrix(dtype="float32"), pt.matrix(dtype="float32")).owner
+    _, key = dot.numba_funcify_SplitDot(node.op, node)
+    assert key.startswith("deeplearning_tutorial.speedups.dot-float32")
+
+
+def test_only_the_speedups_mode_and_float_products_get_it():
+    x, y = pt.matrix(dtype="float32"), pt.matrix(dtype="float32")
+    assert product_ops(pytensor.function([x, y], pt.dot(x, y), mode="NUMBA")) == [Dot]
+    assert product_ops(pytensor.function([x, y], pt.dot(x, y), mode=speedups.mode("CVM"))) == []  # CVM's own Gemm
+    assert speedups.mode("CVM") == pytensor.compile.mode.get_mode("CVM")
 
 
 def test_other_dtypes_keep_pytensors_dot():
     x, y = pt.matrix(dtype="int64"), pt.matrix(dtype="float32")
-    node = pt.dot(x, y).owner
-    _, key = numba_dot.numba_funcify_Dot(node.op, node)
-    assert key is None or "deeplearning_tutorial" not in key
+    f = pytensor.function([x, y], pt.dot(x, y), mode=speedups.mode("NUMBA"))
+    assert product_ops(f) == [Dot]
     xv = np.arange(6).reshape(2, 3)
     yv = np.ones((3, 2), np.float32)
-    np.testing.assert_allclose(pytensor.function([x, y], pt.dot(x, y), mode="NUMBA")(xv, yv), xv @ yv)
+    np.testing.assert_allclose(f(xv, yv), xv @ yv)
+
+
+def test_the_blas_gets_its_threads_back():
+    path = blas_threads.numba_blas_path()
+    controller = threadpoolctl.ThreadpoolController().select(filepath=path) if path else None
+    if not controller or not controller.lib_controllers:
+        pytest.skip("SciPy's BLAS is not one threadpoolctl controls")
+    before = controller.info()[0]["num_threads"]
+    compiled_dot("float64", False)(np.ones((300, 200)), np.ones((200, 100)))
+    assert controller.info()[0]["num_threads"] == before
 
 
 def test_mismatched_shapes_are_an_error():
@@ -80,7 +104,7 @@ def _layouts(array):
 @functools.cache
 def callable_gemm(dtype):
     """``gemm_into`` behind a wrapper Python can call (it is compiled for calls from Numba only)."""
-    gemm = numba_dot.gemm_into(np.dtype(dtype))
+    gemm = dot.gemm_into(np.dtype(dtype))
     return numba.njit(lambda a, b, out: gemm(a, b, out))
 
 
@@ -114,7 +138,7 @@ def test_empty_products():
 def test_reversed_and_strided_operands_in_a_graph():
     """Views PyTensor hands to Dot unchanged (reversed, strided), through the parallel path."""
     x, y = pt.matrix(dtype="float64"), pt.matrix(dtype="float64")
-    f = pytensor.function([x, y], pt.dot(x[::-1, ::2], y[:, ::-1]), mode="NUMBA")
+    f = pytensor.function([x, y], pt.dot(x[::-1, ::2], y[:, ::-1]), mode=speedups.mode("NUMBA"))
     rng = np.random.default_rng(6)
     xv, yv = rng.standard_normal((400, 800)), rng.standard_normal((400, 300))
     np.testing.assert_allclose(f(xv, yv), xv[::-1, ::2] @ yv[:, ::-1], rtol=1e-12, atol=1e-10)

@@ -1,22 +1,23 @@
-"""Matrix products on all of Numba's threads, for PyTensor's Numba backend.
+"""``SplitDot``: a matrix product on all of Numba's threads, one BLAS call per block.
 
-Importing :mod:`deeplearning_tutorial.ops` gives the BLAS that Numba calls a
-single thread (:mod:`deeplearning_tutorial.ops.blas_threads`), which would
-leave PyTensor's own ``Dot`` nodes (LeNet's hidden layer, or any product in
-your graph) on one core.  This registers, for ``Dot`` nodes whose operands
-and result share a float32 or float64 dtype, a product that splits the
-larger dimension of the result into one block per thread, each block one
-single-threaded BLAS ``gemm`` call writing into its slice of the result, on
-the same thread pool as the convolutions.  Products under ``PARALLEL_MIN``
-multiply-adds run as one call.  Other dtypes and single-threaded runs keep
-PyTensor's implementation.
+The convolution kernels need their BLAS single-threaded while they run, and a
+graph that mixes them with PyTensor's own ``Dot`` pays for the BLAS's thread
+pool waking and spinning between the two.  ``SplitDot`` computes the same
+product as ``Dot`` (it is a ``Dot``: same graph semantics, gradient and
+shape), but its NUMBA implementation splits the larger dimension of the
+result into one block per Numba thread, each block one single-threaded BLAS
+``gemm`` call writing into its slice of the result, on the same thread pool
+as the convolutions.  Products under ``PARALLEL_MIN`` multiply-adds run as one
+call.  In the other modes it runs as ``Dot`` does.
+
+The :mod:`~deeplearning_tutorial.speedups` rewrites put it in place of ``Dot``
+nodes whose operands and result share a float32 or float64 dtype, in the
+graphs compiled with :func:`deeplearning_tutorial.speedups.mode` only.
 
 The blocks call ``gemm`` directly, with the transpose flags and leading
 dimensions read from the strides at run time, so one small function serves
-every memory layout (PyTensor's general ``_gemm``, which also handles
-reversed axes and vectors, took 3-10 s to compile per layout), and both it
-and the parallel split are compiled once per dtype whatever the operands'
-layouts.
+every memory layout, and both it and the parallel split are compiled once per
+dtype whatever the operands' layouts.
 """
 
 from __future__ import annotations
@@ -25,16 +26,13 @@ import functools
 
 import numba
 import numpy as np
-from numba import prange
-from pytensor.link.numba.dispatch.basic import (
-    numba_funcify_and_cache_key,
-    numba_njit,
-    register_funcify_and_cache_key,
-)
+from numba import prange, types
+from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
 from pytensor.link.numba.dispatch.linalg._BLAS import _BLAS
 from pytensor.link.numba.dispatch.linalg._LAPACK import val_to_dptr, val_to_int_ptr, val_to_sptr
 from pytensor.tensor.math import Dot
 
+from deeplearning_tutorial.ops import kernels  # noqa: F401  (loads the library of the BLAS thread functions)
 from deeplearning_tutorial.ops.numba_dispatch import source_hash
 
 # Below this many multiply-adds a product runs as one call: waking the other
@@ -43,11 +41,13 @@ PARALLEL_MIN = 1 << 22
 
 _SOURCE_HASH = source_hash(__file__)
 
-# Start Numba's threading layer now.  A graph with the split product in it that
-# PyTensor later loads from its disk cache calls the thread pool through
-# symbols that only exist once it has been launched; without this, such a
-# graph can call a null pointer in a fresh process.
-numba.get_num_threads()
+# The kernels' library (csrc/kernels.c): the BLAS single-threaded for a parallel region.
+_blas_single_thread = types.ExternalFunction("dlt_blas_single_thread", types.int32())
+_blas_restore_threads = types.ExternalFunction("dlt_blas_restore_threads", types.void(types.int32))
+
+
+class SplitDot(Dot):
+    """``Dot`` whose NUMBA implementation splits the product over Numba's threads."""
 
 
 @numba_njit(inline="always")
@@ -122,7 +122,7 @@ def split_product(dtype: np.dtype, threads: int):
     gemm = gemm_into(dtype)
 
     @numba_njit(parallel=True)
-    def split(x, y, out):
+    def blocks(x, y, out):
         m, n = out.shape
         for block in prange(threads):
             if m >= n:
@@ -132,16 +132,18 @@ def split_product(dtype: np.dtype, threads: int):
                 c0, c1 = block * n // threads, (block + 1) * n // threads
                 gemm(x, y[:, c0:c1], out[:, c0:c1])
 
+    @numba_njit
+    def split(x, y, out):
+        blas_threads = _blas_single_thread()
+        blocks(x, y, out)
+        _blas_restore_threads(blas_threads)
+
     return split
 
 
-@register_funcify_and_cache_key(Dot)
-def numba_funcify_Dot(op, node, **kwargs):
+@register_funcify_and_cache_key(SplitDot)
+def numba_funcify_SplitDot(op, node, **kwargs):
     threads = numba.get_num_threads()
-    dtypes = {variable.type.dtype for variable in (*node.inputs, *node.outputs)}
-    if threads < 2 or len(dtypes) != 1 or not dtypes <= {"float32", "float64"}:
-        # PyTensor's own implementation and cache key (the base case of its dispatcher)
-        return numba_funcify_and_cache_key.dispatch(object)(op, node=node, **kwargs)
     dtype = node.outputs[0].type.numpy_dtype
     gemm, split = gemm_into(dtype), split_product(dtype, threads)
 
@@ -152,10 +154,10 @@ def numba_funcify_Dot(op, node, **kwargs):
             raise ValueError("dot: the first matrix's columns and the second's rows differ in number")
         out = np.empty((m, n), dtype=dtype)
         # general-layout views: both callees compile once per dtype, whatever the operands' layouts
-        if m * x.shape[1] * n < PARALLEL_MIN:
+        if threads < 2 or m * x.shape[1] * n < PARALLEL_MIN:
             gemm(x[:, :], y[:, :], out[:, :])
         else:
             split(x[:, :], y[:, :], out[:, :])
         return out
 
-    return parallel_dot, f"deeplearning_tutorial.ops.numba_dot-{dtype}-threads{threads}-{_SOURCE_HASH}"
+    return parallel_dot, f"deeplearning_tutorial.speedups.dot-{dtype}-threads{threads}-{_SOURCE_HASH}"
