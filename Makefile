@@ -1,12 +1,13 @@
 # The two commands of the README:
 #   make run    set everything up, then run the LeNet tutorial (convolutional_mlp.py)
 #   make test   set everything up, then run the test suite
+#   make lint   ruff and mypy, as configured in pyproject.toml
 # Data: a missing data/mnist.pkl.gz is downloaded; offline, build it with
 #   .venv/bin/python scripts/prepare_data.py --from-idx DIR
 # (the tests do that from $MNIST_IDX_DIR or ../shared/data/mnist when they can).
 PYTHON := .venv/bin/python
 
-.PHONY: run test setup
+.PHONY: run test lint setup
 setup:
 	@bash scripts/bootstrap.sh
 
@@ -15,3 +16,7 @@ run: setup
 
 test: setup
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy

@@ -9,7 +9,7 @@ the environment, the bits of a float32 ``tanh(dot(x, w))`` graph compiled in
 the default mode, and whether a freed 256 MB array gives its memory back to
 the system; then imports ``deeplearning_tutorial`` and ``deeplearning_tutorial.ops``,
 compiles and runs a ``conv2d``/``pool_2d`` graph, and records them again.
-Exits 1 if anything differs.
+Exits 1 if anything differs.  Needs threadpoolctl (in the test extra).
 """
 
 from __future__ import annotations

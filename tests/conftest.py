@@ -1,18 +1,37 @@
-"""Shared fixtures: the MNIST dataset, built from the official IDX files when missing."""
+"""Shared fixtures: the MNIST dataset, built from the official IDX files when missing.
+
+The test run gets a temporary directory of its own, removed when it ends, for
+everything written through ``tempfile`` (PyTensor's generated Numba sources,
+pytest's ``tmp_path``), in this process and in the subprocesses it starts.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-import pytest
+RUN_TMPDIR = tempfile.mkdtemp(prefix="deeplearning_tutorial-tests-")
+os.environ["TMPDIR"] = tempfile.tempdir = RUN_TMPDIR
 
-from deeplearning_tutorial import datasets
+import pytest  # noqa: E402
+
+from deeplearning_tutorial import datasets  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 IDX_DIR = Path(os.environ.get("MNIST_IDX_DIR", REPO.parent / "shared" / "data" / "mnist"))
+
+
+def pytest_configure(config):
+    if config.option.basetemp is None:
+        config.option.basetemp = os.path.join(RUN_TMPDIR, "pytest")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(RUN_TMPDIR, ignore_errors=True)
 
 
 def run_python(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
