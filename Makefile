@@ -2,12 +2,13 @@
 #   make run    set everything up, then run the LeNet tutorial (convolutional_mlp.py)
 #   make test   set everything up, then run the test suite
 #   make lint   ruff and mypy, as configured in pyproject.toml
+#   make docs   the documentation site, into docs/_build/html (warnings are errors)
 # Data: a missing data/mnist.pkl.gz is downloaded; offline, build it with
 #   .venv/bin/python scripts/prepare_data.py --from-idx DIR
 # (the tests do that from $MNIST_IDX_DIR or ../shared/data/mnist when they can).
 PYTHON := .venv/bin/python
 
-.PHONY: run test lint setup
+.PHONY: run test lint docs setup
 setup:
 	@bash scripts/bootstrap.sh
 
@@ -20,3 +21,6 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+
+docs: setup
+	.venv/bin/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
