@@ -116,8 +116,10 @@ def main(argv=None) -> int:
     if args.child:  # one model in one mode, in a fresh process
         import importlib
 
-        # the tutorial's module first, as when it is the program run: its settings precede NumPy
+        from deeplearning_tutorial import speedups
+
         importlib.import_module(f"deeplearning_tutorial.{MODELS[args.child][0]}")
+        speedups.keep_freed_memory()  # as the tutorial programs' main does
         print(json.dumps(measure(args.child, args.repeats)))
         return 0
 
