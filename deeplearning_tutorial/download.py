@@ -75,9 +75,11 @@ USER_AGENT = "deeplearning_tutorial (Python urllib)"
 # the small files first, so that a mirror serving something else is found out early
 IDX_DOWNLOAD_ORDER = ("train_labels", "test_labels", "test_images", "train_images")
 
-SOURCE_ERRORS = (DatasetError, OSError, http.client.HTTPException, ValueError)
-"""What a failing source raises: verification, network (``URLError`` is an
-``OSError``), protocol, and malformed-URL errors."""
+NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
+"""What a failing request raises: network errors (``URLError`` is an ``OSError``),
+protocol errors, malformed URLs."""
+SOURCE_ERRORS = (DatasetError, *NETWORK_ERRORS)
+"""What a failing source raises: the above, or a verification error."""
 
 
 def parse_sources(text: str) -> list[str]:
@@ -112,22 +114,26 @@ def is_pickle_url(url: str) -> bool:
 # --------------------------------------------------------------------------
 
 
-def _mib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**20:.1f}"
+def _unit(n_bytes: float) -> tuple[int, str, str]:
+    """The unit to show ``n_bytes`` in: its size, name and number format (MiB with a decimal, or KiB)."""
+    return (2**20, "MiB", ".1f") if n_bytes >= 2**20 else (2**10, "KiB", ".0f")
 
 
 def format_progress(label: str, done: int, total: int | None, elapsed: float, width: int = 24) -> str:
     """One progress line: ``label [####....]  42% 3.9/9.2 MiB  2.1 MiB/s  ETA 0:03``.
 
-    Without a known ``total`` it shows the size so far and the speed only.
+    Sizes and speeds under a MiB are in KiB. Without a known ``total`` it
+    shows the size so far and the speed only.
     """
     speed = done / elapsed if elapsed > 0 else 0.0
-    rate = f"{_mib(speed)} MiB/s" if speed else "-- MiB/s"
+    size, name, fmt = _unit(speed)
+    rate = f"{speed / size:{fmt}} {name}/s" if speed else "-- KiB/s"
+    size, name, fmt = _unit(total or done)
     if not total:
-        return f"{label} {_mib(done)} MiB  {rate}"
+        return f"{label} {done / size:{fmt}} {name}  {rate}"
     filled = min(width, width * done // total)
-    line = f"{label} [{'#' * filled}{'.' * (width - filled)}] {100 * done // total:3d}% " \
-           f"{_mib(done)}/{_mib(total)} MiB  {rate}"
+    line = (f"{label} [{'#' * filled}{'.' * (width - filled)}] {100 * done // total:3d}% "
+            f"{done / size:{fmt}}/{total / size:{fmt}} {name}  {rate}")
     if speed and done < total:
         remaining = round((total - done) / speed)
         line += f"  ETA {remaining // 60}:{remaining % 60:02d}"
@@ -256,7 +262,11 @@ def fetch_idx_mirror(base_url: str, progress: Progress) -> Dataset:
     for key in IDX_DOWNLOAD_ORDER:
         name = IDX_FILES[key]
         label = f"{name}.gz"
-        content = gunzip(fetch(base_url + label, label, progress), label)
+        try:
+            data = fetch(base_url + label, label, progress)
+        except NETWORK_ERRORS as exc:  # say which file: a mirror may lack only one
+            raise DatasetError(f"{label}: {describe_failure(exc)}") from exc
+        content = gunzip(data, label)
         check_idx_sha256(content, name, IDX_SHA256[name], label)
         arrays[key] = parse_idx(content, label)
     dataset = split_idx_arrays(arrays)
@@ -334,6 +344,7 @@ def download_dataset(path: Path | str, sources: Sequence[str] | None = None,
                 with atomic_write(path) as out:
                     out.write(payload)
             else:
+                print(f"  building {path} from the verified IDX files", file=log, flush=True)
                 write_dataset(payload, path)
         except OSError as exc:
             raise DatasetError(f"cannot write {path}: {exc.strerror or exc}.") from exc

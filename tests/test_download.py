@@ -115,8 +115,11 @@ def test_progress_line_shows_size_speed_and_eta():
         "f.gz [########################] 100% 10.0/10.0 MiB  2.5 MiB/s"
     assert download.format_progress("f.gz", 3 * mib, None, 2.0) == "f.gz 3.0 MiB  1.5 MiB/s"
     assert download.format_progress("f.gz", 0, 200 * mib, 0.0) == \
-        "f.gz [........................]   0% 0.0/200.0 MiB  -- MiB/s"
+        "f.gz [........................]   0% 0.0/200.0 MiB  -- KiB/s"
     assert download.format_progress("f.gz", 1 * mib, 200 * mib, 1.0).endswith("ETA 3:19")
+    assert download.format_progress("l.gz", 10 * 2**10, 28 * 2**10, 0.5) == \
+        "l.gz [########................]  35% 10/28 KiB  20 KiB/s  ETA 0:01"
+    assert download.format_progress("l.gz", 10 * 2**10, None, 0.5) == "l.gz 10 KiB  20 KiB/s"
 
 
 def test_terminal_progress_redraws_one_line_per_file():
@@ -152,7 +155,7 @@ def test_falls_back_past_404_html_truncated_and_other_data_to_a_verified_mirror(
     out = capsys.readouterr().out.splitlines()
     assert out == [f"Downloading data from {url}" for url in sources]
     skipped = log.getvalue().splitlines()
-    assert len(skipped) == 5
+    assert len(skipped) == 6
     assert skipped[0] == f"  skipped {sources[0]}: HTTP error 404 Not Found"
     assert skipped[1].startswith(f"  skipped {sources[1]}: train-labels-idx1-ubyte.gz "
                                  f"is not a gzip file but an HTML page")
@@ -160,7 +163,8 @@ def test_falls_back_past_404_html_truncated_and_other_data_to_a_verified_mirror(
                                  f"is truncated or corrupt")
     assert skipped[3].startswith(f"  skipped {sources[3]}: t10k-labels-idx1-ubyte.gz: "
                                  f"the SHA-256 of its decompressed content")
-    assert skipped[4] == f"  verified MNIST from {sources[4]}, saved to {target}"
+    assert skipped[4:] == [f"  building {target} from the verified IDX files",
+                           f"  verified MNIST from {sources[4]}, saved to {target}"]
     # the result is the build from the IDX folder (``mnist``, checked against the IDX files elsewhere)
     for (x, y), (x_ref, y_ref) in zip(datasets.read_dataset(target), mnist):
         np.testing.assert_array_equal(x, x_ref)
@@ -194,7 +198,8 @@ def test_every_source_failing_lists_each_with_its_error_and_keeps_the_old_file(s
     assert lines[0] == f"could not download MNIST to {target}; every source failed:"
     assert lines[1] == f"  {sources[0]}: HTTP error 404 Not Found"
     assert lines[2].startswith(f"  {sources[1]}: ") and "HTML page" in lines[2]
-    assert lines[3].startswith(f"  {sources[2]}: cannot connect (") and "refused" in lines[3]
+    assert lines[3].startswith(f"  {sources[2]}: train-labels-idx1-ubyte.gz: cannot connect (")
+    assert "refused" in lines[3]
     assert download.MIRRORS_ENV in lines[4] and "--mirror URL" in lines[4]
     assert f"    python scripts/prepare_data.py --from-idx DIR --output {target}" in lines
     assert target.read_bytes() == b"the old file"
