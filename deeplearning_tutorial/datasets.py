@@ -527,16 +527,23 @@ def load_dataset_stream(handle: gzip.GzipFile, source: str, hint: str | None = N
     return dataset
 
 
-def read_dataset(path: Path | str) -> Dataset:
+def read_dataset(path: Path | str, mnist_sizes_by_name: bool = True) -> Dataset:
     """Load and verify a dataset file such as ``mnist.pkl.gz``.
+
+    Parameters
+    ----------
+    path
+        The file.
+    mnist_sizes_by_name
+        Require MNIST's 50,000/10,000/10,000 split of a file called
+        ``mnist.pkl.gz`` (the tutorials' rule); ``False`` accepts any sizes.
 
     Raises
     ------
     DatasetError
         The file is missing, unreadable (permissions, a folder), damaged
         (checked to the gzip trailer), holds anything but NumPy arrays, or
-        has the wrong structure; a file called ``mnist.pkl.gz`` must have
-        MNIST's 50,000/10,000/10,000 split.
+        has the wrong structure or sizes.
     """
     path = Path(path)
     if not path.exists():
@@ -546,7 +553,7 @@ def read_dataset(path: Path | str) -> Dataset:
             dataset = load_dataset_stream(handle, str(path))  # gzip's own errors become DatasetError
     except OSError as exc:
         raise DatasetError(describe_os_error(path, exc)) from exc
-    sizes = (N_TRAIN, N_VALID, N_TEST) if path.name == MNIST_NAME else None
+    sizes = (N_TRAIN, N_VALID, N_TEST) if mnist_sizes_by_name and path.name == MNIST_NAME else None
     return verify_dataset(dataset, str(path), sizes)
 
 

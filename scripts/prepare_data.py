@@ -40,7 +40,7 @@ def existing_output(path: Path, writing_mnist: bool) -> str | None:
     except OSError as exc:
         raise DatasetError(f"{datasets.describe_os_error(path, exc)} It is left as it is.") from exc
     try:
-        dataset = datasets.read_dataset(path)
+        dataset = datasets.read_dataset(path, mnist_sizes_by_name=False)
     except DatasetError:
         return None  # damaged or not a dataset: replaced once the new file is verified
     try:

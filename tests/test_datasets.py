@@ -343,6 +343,10 @@ def test_prepare_data_leaves_ones_own_data_and_folders_alone(prepare_data, idx_d
     assert prepare_data.main(["--from-idx", str(idx_dir), "--output", str(own)]) == 1
     assert "holds a dataset that is not MNIST" in capsys.readouterr().err
     assert own.read_bytes() == before
+    misnamed = datasets.write_dataset(((x, y), (x, y), (x, y)), tmp_path / "mnist.pkl.gz")
+    assert prepare_data.main(["--download", "--output", str(misnamed)]) == 1
+    assert "holds a dataset that is not MNIST" in capsys.readouterr().err
+    assert misnamed.read_bytes() == before
     assert prepare_data.main(["--download", "--output", str(tmp_path)]) == 1
     assert f"--output {tmp_path} is a folder" in capsys.readouterr().err
 
