@@ -1,14 +1,19 @@
-"""MNIST as the tutorials know it: ``mnist.pkl.gz``, built, downloaded and verified.
+"""MNIST as the tutorials know it: ``mnist.pkl.gz``, built, verified and loaded.
 
 The original tutorials read a gzip'd Python-2 pickle of three ``(x, y)``
 pairs (train, valid, test).  This module
 
 * builds that exact file from the four official IDX files (no network needed),
-* downloads it from the canonical URL when a network is there,
-* verifies any file before it is trusted, failing with a message that says
-  what is wrong and which command fixes it,
+  after checking each against its official SHA-256 (shipped below),
+* verifies any file before it is trusted: the gzip stream is read to its end
+  (so its CRC and length are checked), only NumPy arrays are unpickled, and
+  shapes, dtypes and value ranges are checked; MNIST itself can further be
+  checked against the checksums of its arrays,
+* fails with a message that says what is wrong and which command fixes it,
 * writes every file atomically (temporary file + rename), so an interrupted
-  build or download never leaves a half-written dataset behind.
+  build never leaves a half-written dataset behind.
+
+Downloading lives in :mod:`deeplearning_tutorial.download`.
 """
 
 from __future__ import annotations
@@ -19,18 +24,16 @@ import io
 import os
 import pickle
 import struct
-import sys
 import tempfile
-import urllib.error
-import urllib.request
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import numpy as np
 
-MNIST_URL = "http://www.iro.umontreal.ca/~lisa/deep/data/mnist/mnist.pkl.gz"
+MNIST_NAME = "mnist.pkl.gz"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 IDX_FILES = {
@@ -39,10 +42,32 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+#: SHA-256 of each official MNIST IDX file, decompressed (the same whatever
+#: gzip settings a mirror used), as published with the files.
+IDX_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+#: SHA-256 of the six arrays of ``mnist.pkl.gz`` (pixels as little-endian
+#: float32, labels as little-endian int64), in the order train x, train y,
+#: valid x, valid y, test x, test y.  They follow from the IDX files by the
+#: tutorial's rule (see :func:`split_idx_arrays`), so any correct copy of the
+#: dataset, built or downloaded, has exactly these.
+MNIST_ARRAY_SHA256 = {
+    "train x": "776032e7e6a9793aa363ced48409f59393deff07333dbd953f3749bf80667d30",
+    "train y": "3fc61c21900fc0b58d42fdaf93c02687003667ff54f671496c1d367a95cae2ba",
+    "valid x": "04197cf3c7f94ed5f6b5f472b6be8368610bdccf10bfd78aa83bce8ca1f7c6a4",
+    "valid y": "bfddcd2fec1923668512623a71a47033ec687581bc04ac5708c8857aa0193630",
+    "test x": "0194b01ac10d2940c3823564d797c586e7bfd25ffac681a9577bfbbb62d0a81a",
+    "test y": "2fd8de6bdb8d11780b4b96dc57847bcfe6953f7c32aa48bfcd8237c3b7847243",
+}
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
 N_TRAIN, N_VALID, N_TEST = 50_000, 10_000, 10_000
 N_PIXELS = 28 * 28
+SPLIT_NAMES = ("train", "valid", "test")
 
 Split = tuple[np.ndarray, np.ndarray]
 Dataset = tuple[Split, Split, Split]
@@ -52,15 +77,65 @@ class DatasetError(RuntimeError):
     """The dataset is missing, corrupt or not what the tutorials expect."""
 
 
-def fix_hint(path: Path | str) -> str:
-    """The commands that (re)create ``path``, for error messages."""
+def offline_hint(path: Path | str) -> str:
+    """The command that builds ``path`` without internet, for error messages."""
     return (
-        f"Fix it by rebuilding the file from the official MNIST IDX files:\n"
+        f"Without internet, build it from the four official MNIST IDX files:\n"
         f"    python scripts/prepare_data.py --from-idx DIR --output {path}\n"
-        f"(DIR holds train-images-idx3-ubyte.gz and the three others), or, with "
-        f"internet, by downloading it again:\n"
-        f"    python scripts/prepare_data.py --download --output {path}"
+        f"(DIR holds train-images-idx3-ubyte.gz and the three others)."
     )
+
+
+def fix_hint(path: Path | str, damaged: bool = True) -> str:
+    """How to replace a missing, damaged (``damaged``) or wrong dataset at ``path``.
+
+    A file called ``mnist.pkl.gz`` that is damaged can simply be fetched again
+    (``prepare_data.py`` replaces it only with a verified copy). One that is
+    readable but not MNIST, or any file of another name, is a dataset of the
+    user's own: no suggested command may overwrite it with MNIST.
+    """
+    path = Path(path)
+    if path.name == MNIST_NAME and damaged:
+        return (
+            f"Fix it by downloading MNIST again (the file is replaced only once the new "
+            f"copy is verified):\n"
+            f"    python scripts/prepare_data.py --download --output {path}\n"
+            + offline_hint(path)
+        )
+    if path.name == MNIST_NAME:
+        return (
+            f"If it is a dataset of your own, give it another name (datasets of your own "
+            f"may have any sizes); to get MNIST there, move it away, then run\n"
+            f"    python scripts/prepare_data.py --download --output {path}"
+        )
+    return (
+        f"{path.name} is not {MNIST_NAME}, so it is a dataset of your own: recreate it "
+        f"the way you made it (a gzip'd pickle of (train, valid, test) pairs of NumPy "
+        f"arrays). To use MNIST instead, pass dataset='{MNIST_NAME}'; "
+        f"`python scripts/prepare_data.py --download` writes {DATA_DIR / MNIST_NAME} "
+        f"and leaves your file alone."
+    )
+
+
+def _as_suffix(hint: str) -> str:
+    """``hint`` on a line of its own after a message; nothing for an empty hint."""
+    return "\n" + hint if hint else ""
+
+
+def describe_os_error(path: Path, exc: OSError) -> str:
+    """A sentence for an ``OSError`` met opening ``path``: what happened and what to do.
+
+    Permission and folder errors are the user's to fix on the spot; calling
+    them "truncated or corrupt" (and suggesting a download) would mislead.
+    """
+    if isinstance(exc, PermissionError):
+        return (f"{path} cannot be read: permission denied. Make it readable "
+                f"(chmod u+r {path}) or run as a user who may read it.")
+    if isinstance(exc, IsADirectoryError):
+        inside = path / MNIST_NAME
+        example = f" (such as {inside})" if inside.is_file() else ""
+        return f"{path} is a folder, not a dataset file; pass the path of the file itself{example}."
+    return f"{path} cannot be read: {exc.strerror or exc}."
 
 
 # --------------------------------------------------------------------------
@@ -98,22 +173,53 @@ def atomic_write(path: Path | str, mode: str = "wb") -> Iterator[IO]:
 
 
 # --------------------------------------------------------------------------
+# Gzip, read to the end
+# --------------------------------------------------------------------------
+
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+"""What a damaged gzip stream raises: cut short, bad header/CRC/length, bad deflate data."""
+
+
+def check_gzip_magic(data: bytes, source: str) -> None:
+    """Refuse ``data`` unless it starts like a gzip file (an HTML error page does not)."""
+    if data[:2] != b"\x1f\x8b":
+        head = data[:1024].lower()
+        kind = " but an HTML page" if b"<html" in head or b"<!doctype html" in head else ""
+        raise DatasetError(f"{source} is not a gzip file{kind}: it starts with {data[:32]!r}.")
+
+
+def gunzip(data: bytes, source: str) -> bytes:
+    """Decompress a whole gzip file held in memory, checking its CRC and length.
+
+    Raises
+    ------
+    DatasetError
+        ``data`` is not gzip (an HTML error page, say), or is truncated or damaged.
+    """
+    check_gzip_magic(data, source)
+    try:
+        return gzip.decompress(data)
+    except GZIP_ERRORS as exc:
+        raise DatasetError(f"{source} is truncated or corrupt ({exc or type(exc).__name__}).") from exc
+
+
+# --------------------------------------------------------------------------
 # IDX files
 # --------------------------------------------------------------------------
 
 
 def read_idx_bytes(path: Path) -> bytes:
-    """The decompressed content of an IDX file (``.gz`` or plain)."""
+    """The decompressed content of an IDX file (``.gz`` or plain), read to its end."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DatasetError(
-            f"{path} is not a readable gzip file ({exc}); it is probably truncated "
-            f"or corrupt. Download the official MNIST IDX file again."
-        ) from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(describe_os_error(path, exc)) from exc
+    if path.suffix != ".gz":
+        return data
+    try:
+        return gunzip(data, str(path))
+    except DatasetError as exc:
+        raise DatasetError(f"{exc} Download the official MNIST IDX file again.") from exc
 
 
 def parse_idx(content: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -125,7 +231,8 @@ def parse_idx(content: bytes, source: str = "<bytes>") -> np.ndarray:
         if len(content) < 16:
             raise DatasetError(f"{source}: truncated IDX images header.")
         rows, cols = struct.unpack(">II", content[8:16])
-        shape, offset = (count, rows, cols), 16
+        shape: tuple[int, ...] = (count, rows, cols)
+        offset = 16
     elif magic == IDX_LABELS_MAGIC:
         shape, offset = (count,), 8
     else:
@@ -140,6 +247,16 @@ def parse_idx(content: bytes, source: str = "<bytes>") -> np.ndarray:
             f"the file has {len(content)}; it is truncated or corrupt."
         )
     return np.frombuffer(content, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def check_idx_sha256(content: bytes, name: str, expected: str, source: str) -> None:
+    """Refuse ``content`` (the decompressed IDX file ``name``) unless its SHA-256 is ``expected``."""
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != expected:
+        raise DatasetError(
+            f"{source}: the SHA-256 of its decompressed content ({name}) is {digest}, "
+            f"expected {expected}: it is damaged or not the official MNIST file."
+        )
 
 
 def read_checksums(idx_dir: Path) -> dict[str, str]:
@@ -166,39 +283,59 @@ def find_idx_file(idx_dir: Path, name: str) -> Path:
     )
 
 
-def load_idx_dir(idx_dir: Path | str) -> dict[str, np.ndarray]:
-    """Read and verify the four official IDX files of ``idx_dir``.
+def load_idx_dir(idx_dir: Path | str, official: bool = True) -> dict[str, np.ndarray]:
+    """Read and verify the four IDX files of ``idx_dir``.
 
-    When ``SHA256SUMS.idx`` is present, each decompressed file must match its sum.
+    Parameters
+    ----------
+    idx_dir
+        Folder holding ``train-images-idx3-ubyte.gz`` and the three others
+        (gzip'd or plain).
+    official
+        Check each decompressed file against the official MNIST SHA-256
+        (:data:`IDX_SHA256`). ``False`` accepts other IDX data of the same
+        layout (Fashion-MNIST, say).  Either way, a ``SHA256SUMS.idx`` in the
+        folder is checked too.
+
+    Returns
+    -------
+    dict
+        ``train_images``, ``train_labels``, ``test_images``, ``test_labels``: uint8 arrays.
+
+    Raises
+    ------
+    DatasetError
+        A file is missing, unreadable, damaged or fails a checksum.
     """
     idx_dir = Path(idx_dir)
     if not idx_dir.is_dir():
         raise DatasetError(f"{idx_dir} is not a folder; --from-idx needs the folder of the MNIST IDX files.")
-    sums = read_checksums(idx_dir)
+    folder_sums = read_checksums(idx_dir)
     arrays = {}
     for key, name in IDX_FILES.items():
         path = find_idx_file(idx_dir, name)
         content = read_idx_bytes(path)
-        if name in sums:
+        if official:
+            check_idx_sha256(content, name, IDX_SHA256[name], str(path))
+        if name in folder_sums:
             digest = hashlib.sha256(content).hexdigest()
-            if digest != sums[name]:
+            if digest != folder_sums[name]:
                 raise DatasetError(
                     f"{path}: SHA-256 of the decompressed content is {digest}, "
-                    f"SHA256SUMS.idx says {sums[name]}. The file is corrupt or not the "
-                    f"official one; download the official MNIST IDX file again."
+                    f"SHA256SUMS.idx says {folder_sums[name]}. The file is corrupt or not the "
+                    f"one the folder lists; download it again."
                 )
         arrays[key] = parse_idx(content, str(path))
     return arrays
 
 
-def build_from_idx(idx_dir: Path | str) -> Dataset:
-    """The tutorial's three splits from the official IDX files.
+def split_idx_arrays(arrays: dict[str, np.ndarray]) -> Dataset:
+    """The tutorial's three splits from the four IDX arrays (see :func:`load_idx_dir`).
 
     train = first 50,000 training images, valid = last 10,000, test = the test
     file; pixels are ``uint8 / 256`` as float32 (as in the original
     ``mnist.pkl.gz``), labels int64.
     """
-    arrays = load_idx_dir(idx_dir)
     train_images, train_labels = arrays["train_images"], arrays["train_labels"]
     test_images, test_labels = arrays["test_images"], arrays["test_labels"]
     if len(train_images) != N_TRAIN + N_VALID or len(train_labels) != N_TRAIN + N_VALID:
@@ -217,6 +354,18 @@ def build_from_idx(idx_dir: Path | str) -> Dataset:
         to_split(train_images[N_TRAIN:], train_labels[N_TRAIN:]),
         to_split(test_images, test_labels),
     )
+
+
+def build_from_idx(idx_dir: Path | str, official: bool = True) -> Dataset:
+    """The tutorial's three splits from the IDX files of ``idx_dir``.
+
+    With ``official`` (the default) the files must be the official MNIST ones
+    and the result is checked against :data:`MNIST_ARRAY_SHA256` as well.
+    """
+    dataset = split_idx_arrays(load_idx_dir(idx_dir, official))
+    if official:
+        check_mnist_arrays(dataset, f"the dataset built from {idx_dir}")
+    return dataset
 
 
 # --------------------------------------------------------------------------
@@ -254,9 +403,9 @@ def write_dataset(dataset: Dataset, path: Path | str) -> Path:
     """
     path = Path(path)
     payload = dumps_dataset(dataset)
-    with atomic_write(path) as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as handle:
-            handle.write(payload)
+    with (atomic_write(path) as raw,
+          gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as handle):
+        handle.write(payload)
     return path
 
 
@@ -280,102 +429,132 @@ class _DatasetUnpickler(pickle.Unpickler):
 
 
 def verify_dataset(dataset: object, source: str = "dataset",
-                   sizes: tuple[int, int, int] | None = (N_TRAIN, N_VALID, N_TEST)) -> Dataset:
+                   sizes: tuple[int, int, int] | None = (N_TRAIN, N_VALID, N_TEST),
+                   hint: str | None = None) -> Dataset:
     """Check the structure, shapes, dtypes and value ranges of a loaded dataset.
 
     ``sizes`` are the expected numbers of train/valid/test examples (MNIST's
     by default); ``None`` accepts any sizes, for datasets of one's own.
+    ``hint`` ends each error message (by default :func:`fix_hint` for the
+    file ``source``; a download passes ``""``, since it replaces nothing).
     """
-    hint = fix_hint(source)
+    hint = _as_suffix(fix_hint(source, damaged=False) if hint is None else hint)
     if not (isinstance(dataset, (tuple, list)) and len(dataset) == 3):
-        raise DatasetError(f"{source}: expected a 3-tuple (train, valid, test).\n{hint}")
-    for name, split, count in zip(("train", "valid", "test"), dataset, sizes or (None, None, None)):
+        raise DatasetError(f"{source}: expected a 3-tuple (train, valid, test).{hint}")
+    for name, split, count in zip(SPLIT_NAMES, dataset, sizes or (None, None, None)):
         if not (isinstance(split, (tuple, list)) and len(split) == 2):
-            raise DatasetError(f"{source}: the {name} set is not an (x, y) pair.\n{hint}")
+            raise DatasetError(f"{source}: the {name} set is not an (x, y) pair.{hint}")
         x, y = split
         if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
-            raise DatasetError(f"{source}: the {name} set does not hold NumPy arrays.\n{hint}")
+            raise DatasetError(f"{source}: the {name} set does not hold NumPy arrays.{hint}")
         count = len(x) if count is None else count
         if x.shape != (count, N_PIXELS) or y.shape != (count,) or count == 0:
             raise DatasetError(
                 f"{source}: the {name} set has shapes x{x.shape}, y{y.shape}; expected "
-                f"x({count}, {N_PIXELS}), y({count},).\n{hint}"
+                f"x({count}, {N_PIXELS}), y({count},).{hint}"
             )
         if x.dtype.kind != "f" or y.dtype.kind not in "iu":
             raise DatasetError(
                 f"{source}: the {name} set has dtypes {x.dtype}/{y.dtype}; expected "
-                f"float pixels and integer labels.\n{hint}"
+                f"float pixels and integer labels.{hint}"
             )
         if not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() < 1.0):
-            raise DatasetError(f"{source}: {name} pixels are not all in [0, 1).\n{hint}")
+            raise DatasetError(f"{source}: {name} pixels are not all in [0, 1).{hint}")
         if y.min() < 0 or y.max() > 9:
-            raise DatasetError(f"{source}: {name} labels are not all in 0..9.\n{hint}")
+            raise DatasetError(f"{source}: {name} labels are not all in 0..9.{hint}")
     return tuple(tuple(split) for split in dataset)  # type: ignore[return-value]
 
 
-def read_dataset(path: Path | str) -> Dataset:
-    """Load and verify ``mnist.pkl.gz``; any problem is a :class:`DatasetError`."""
+def mnist_array_sha256(dataset: Dataset) -> dict[str, str]:
+    """SHA-256 of each array of ``dataset``, as in :data:`MNIST_ARRAY_SHA256`.
+
+    Pixels are hashed as little-endian float32 and labels as little-endian
+    int64, so a copy holding the same values in another byte order or width
+    gives the same sums.
+    """
+    sums = {}
+    for name, (x, y) in zip(SPLIT_NAMES, dataset):
+        sums[f"{name} x"] = hashlib.sha256(np.ascontiguousarray(x, dtype="<f4").tobytes()).hexdigest()
+        sums[f"{name} y"] = hashlib.sha256(np.ascontiguousarray(y, dtype="<i8").tobytes()).hexdigest()
+    return sums
+
+
+def check_mnist_arrays(dataset: Dataset, source: str) -> None:
+    """Refuse ``dataset`` unless its arrays are exactly MNIST's (:data:`MNIST_ARRAY_SHA256`).
+
+    Raises
+    ------
+    DatasetError
+        Naming the arrays that differ.
+    """
+    sums = mnist_array_sha256(dataset)
+    wrong = [name for name, digest in MNIST_ARRAY_SHA256.items() if sums[name] != digest]
+    if wrong:
+        raise DatasetError(f"{source}: the {', '.join(wrong)} arrays differ from MNIST's "
+                           f"(their SHA-256 do not match); this is not the MNIST dataset.")
+
+
+def load_dataset_stream(handle: gzip.GzipFile, source: str, hint: str | None = None) -> object:
+    """Unpickle a dataset from the gzip stream ``handle`` and read that stream to its end.
+
+    Reading past the pickle makes gzip check its CRC and length, so a
+    damaged file cannot load with changed pixels. The object is returned
+    unverified (see :func:`verify_dataset`, which also explains ``hint``).
+
+    Raises
+    ------
+    DatasetError
+        The gzip stream is truncated or damaged, or holds no readable dataset pickle.
+    """
+    hint = _as_suffix(fix_hint(source) if hint is None else hint)
+    try:
+        try:
+            dataset = _DatasetUnpickler(handle, encoding="latin1").load()
+        except GZIP_ERRORS:
+            raise
+        except Exception as exc:
+            # a damaged gzip stream is the likelier cause of a bad pickle: say so if it is one
+            while handle.read(1 << 20):
+                pass
+            raise DatasetError(f"{source} holds no readable dataset pickle ({exc}).{hint}") from exc
+        if handle.read(1):
+            raise DatasetError(f"{source} has data after its pickle; it is damaged.{hint}")
+    except GZIP_ERRORS as exc:
+        raise DatasetError(
+            f"{source} is truncated or corrupt ({exc or type(exc).__name__}): not a complete, "
+            f"intact gzip file.{hint}"
+        ) from exc
+    return dataset
+
+
+def read_dataset(path: Path | str, mnist_sizes_by_name: bool = True) -> Dataset:
+    """Load and verify a dataset file such as ``mnist.pkl.gz``.
+
+    Parameters
+    ----------
+    path
+        The file.
+    mnist_sizes_by_name
+        Require MNIST's 50,000/10,000/10,000 split of a file called
+        ``mnist.pkl.gz`` (the tutorials' rule); ``False`` accepts any sizes.
+
+    Raises
+    ------
+    DatasetError
+        The file is missing, unreadable (permissions, a folder), damaged
+        (checked to the gzip trailer), holds anything but NumPy arrays, or
+        has the wrong structure or sizes.
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path} does not exist.\n{fix_hint(path)}")
     try:
-        with gzip.open(path, "rb") as handle:
-            dataset = _DatasetUnpickler(handle, encoding="latin1").load()
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DatasetError(
-            f"{path} is not a complete gzip file ({exc}); it is truncated or corrupt.\n{fix_hint(path)}"
-        ) from exc
-    except (pickle.UnpicklingError, AttributeError, ValueError, TypeError, IndexError) as exc:
-        raise DatasetError(f"{path} holds no readable dataset pickle ({exc}).\n{fix_hint(path)}") from exc
-    sizes = (N_TRAIN, N_VALID, N_TEST) if path.name == "mnist.pkl.gz" else None
+        with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as handle:
+            dataset = load_dataset_stream(handle, str(path))  # gzip's own errors become DatasetError
+    except OSError as exc:
+        raise DatasetError(describe_os_error(path, exc)) from exc
+    sizes = (N_TRAIN, N_VALID, N_TEST) if mnist_sizes_by_name and path.name == MNIST_NAME else None
     return verify_dataset(dataset, str(path), sizes)
-
-
-# --------------------------------------------------------------------------
-# Download
-# --------------------------------------------------------------------------
-
-
-def _progress(done: int, total: int | None) -> None:
-    if total:
-        width = 30
-        filled = width * done // total
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] "
-                         f"{done / 2**20:5.1f}/{total / 2**20:.1f} MiB")
-    else:
-        sys.stderr.write(f"\r{done / 2**20:5.1f} MiB")
-    sys.stderr.flush()
-
-
-def download_dataset(path: Path | str, url: str = MNIST_URL) -> Path:
-    """Download ``mnist.pkl.gz`` to ``path`` (atomically) and verify it."""
-    path = Path(path)
-    print(f"Downloading data from {url}")
-    show_progress = sys.stderr.isatty()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, atomic_write(path) as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            done = 0
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                done += len(chunk)
-                if show_progress:
-                    _progress(done, total)
-    except (urllib.error.URLError, OSError) as exc:
-        raise DatasetError(
-            f"{path} is missing and downloading it from {url} failed ({exc}).\n"
-            f"Without internet, build it from the four official MNIST IDX files:\n"
-            f"    python scripts/prepare_data.py --from-idx DIR --output {path}"
-        ) from exc
-    finally:
-        if show_progress:
-            sys.stderr.write("\n")
-    try:
-        read_dataset(path)
-    except DatasetError:
-        path.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def resolve_dataset_path(dataset: str | os.PathLike) -> Path:
@@ -383,15 +562,17 @@ def resolve_dataset_path(dataset: str | os.PathLike) -> Path:
     path = Path(dataset)
     if path.parent == Path(".") and not path.is_file():
         candidate = DATA_DIR / path
-        if candidate.is_file() or path.name == "mnist.pkl.gz":
+        if candidate.is_file() or path.name == MNIST_NAME:
             return candidate
     return path
 
 
 def ensure_dataset(dataset: str | os.PathLike) -> Dataset:
-    """Resolve, fetch if it is the missing ``mnist.pkl.gz``, then load and verify."""
+    """Resolve, download if it is the missing ``mnist.pkl.gz``, then load and verify."""
     path = resolve_dataset_path(dataset)
-    if not path.is_file() and path.name == "mnist.pkl.gz":
+    if not os.path.lexists(path) and path.name == MNIST_NAME:
+        # imported here: the download module imports this one
+        from deeplearning_tutorial.download import download_dataset
+
         download_dataset(path)
     return read_dataset(path)
-

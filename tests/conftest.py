@@ -7,6 +7,7 @@ pytest's ``tmp_path``), in this process and in the subprocesses it starts.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -40,6 +41,15 @@ def run_python(*args: str, cwd: Path, env: dict | None = None, timeout: float = 
     full_env["PYTHONPATH"] = str(REPO)
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def prepare_data():
+    """``scripts/prepare_data.py`` as a module: ``prepare_data.main(argv)`` runs in this process."""
+    spec = importlib.util.spec_from_file_location("prepare_data", REPO / "scripts" / "prepare_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import struct
 import urllib.error
@@ -123,13 +124,21 @@ def test_wrong_shapes_are_reported(tmp_path):
         datasets.read_dataset(own)
 
 
-def test_missing_file_without_network_says_how_to_build_it(tmp_path, monkeypatch):
+def test_missing_file_without_network_lists_every_source_and_the_offline_build(tmp_path, monkeypatch):
+    from deeplearning_tutorial import download
+
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("no network")
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.delenv(download.MIRRORS_ENV, raising=False)
     target = tmp_path / "mnist.pkl.gz"
-    with pytest.raises(DatasetError, match="--from-idx"):
+    with pytest.raises(DatasetError) as error:
         datasets.ensure_dataset(target)
+    message = str(error.value)
+    listed = message.splitlines()[1:5]
+    assert listed == [f"  {download.MNIST_URL}: cannot connect (no network)"] + [
+        f"  {url}: train-labels-idx1-ubyte.gz: cannot connect (no network)" for url in download.DEFAULT_SOURCES[1:]]
+    assert f"prepare_data.py --from-idx DIR --output {target}" in message
     assert not target.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -140,10 +149,9 @@ def test_bare_name_resolves_to_the_data_folder():
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     path = tmp_path / "file.bin"
     path.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with datasets.atomic_write(path) as handle:
-            handle.write(b"half-written")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), datasets.atomic_write(path) as handle:
+        handle.write(b"half-written")
+        raise RuntimeError("interrupted")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
 
@@ -167,6 +175,182 @@ def test_prepare_data_script_builds_a_verified_file(idx_dir, tmp_path):
     out = tmp_path / "mnist.pkl.gz"
     result = run_python("scripts/prepare_data.py", "--from-idx", str(idx_dir), "--output", str(out), cwd=REPO)
     assert result.returncode == 0, result.stderr
-    assert "verified" in result.stdout
+    assert result.stdout == f"wrote {out} (verified against the official MNIST checksums)\n"
     bad = run_python("scripts/prepare_data.py", "--from-idx", str(tmp_path / "nowhere"), cwd=REPO)
     assert bad.returncode == 1 and "is not a folder" in bad.stderr
+
+
+# --------------------------------------------------------------------------
+# The shipped checksums
+# --------------------------------------------------------------------------
+
+
+def test_shipped_idx_sums_are_the_published_ones(idx_dir):
+    assert datasets.read_checksums(idx_dir) == datasets.IDX_SHA256
+
+
+def test_shipped_array_sums_are_those_of_the_build(mnist):
+    """``mnist`` is the build from the IDX files (test_split_and_scaling_follow_the_original)."""
+    assert datasets.mnist_array_sha256(mnist) == datasets.MNIST_ARRAY_SHA256
+    datasets.check_mnist_arrays(mnist, "mnist")
+
+
+def test_one_changed_pixel_is_not_mnist(mnist):
+    (train, (valid_x, valid_y), test) = mnist
+    changed = valid_x.copy()
+    changed[123, 456] = np.float32(0.5) if changed[123, 456] != np.float32(0.5) else np.float32(0.25)
+    with pytest.raises(DatasetError, match="the valid x arrays differ from MNIST's"):
+        datasets.check_mnist_arrays((train, (changed, valid_y), test), "copy")
+
+
+def test_other_idx_files_build_only_when_told(idx_dir, tmp_path):
+    other = copy_idx_dir(idx_dir, tmp_path / "idx")
+    (other / "SHA256SUMS.idx").unlink()
+    labels = bytearray(gzip.decompress((other / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    labels[8] = (labels[8] + 1) % 10
+    (other / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: the SHA-256 .* not the official"):
+        datasets.build_from_idx(other)
+    (_, _, (_, test_y)) = datasets.build_from_idx(other, official=False)
+    assert test_y[0] == labels[8]
+
+
+# --------------------------------------------------------------------------
+# Integrity: every gzip stream read to its end
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_dataset(mnist, tmp_path):
+    """A 30/10/10-image dataset of one's own, small enough to damage many times over."""
+    subset = tuple((x[:n], y[:n]) for (x, y), n in zip(mnist, (30, 10, 10)))
+    return datasets.write_dataset(subset, tmp_path / "tiny.pkl.gz")
+
+
+def same_arrays(a, b):
+    return all(np.array_equal(u, v) for split_a, split_b in zip(a, b) for u, v in zip(split_a, split_b))
+
+
+def test_every_single_bit_flip_is_refused_or_harmless(tiny_dataset, tmp_path):
+    """No single-bit flip loads changed data; flips of the CRC/length trailer are all refused.
+
+    A flip may load, with the same arrays, where no check looks and nothing
+    changes: the header's MTIME, XFL and OS bytes, its advisory flag bits, or
+    a deflate back-reference moved onto an identical run (the images' many
+    zeros) -- the CRC is of the data, so any change of the data is caught.
+    """
+    original = tiny_dataset.read_bytes()
+    reference = datasets.read_dataset(tiny_dataset)
+    n = len(original)
+    positions = sorted({*range(10), *range(10, n - 8, max(1, (n - 18) // 200)), *range(n - 8, n)})
+    damaged = tmp_path / "damaged.pkl.gz"
+    loaded_same = []
+    for k, position in enumerate(positions):
+        flipped = bytearray(original)
+        flipped[position] ^= 1 << (k % 8)
+        damaged.write_bytes(flipped)
+        try:
+            loaded = datasets.read_dataset(damaged)
+        except DatasetError:
+            continue
+        assert same_arrays(loaded, reference), f"a flip at byte {position} of {n} loaded changed data"
+        loaded_same.append(position)
+    assert not [p for p in loaded_same if p >= n - 8], "a damaged trailer loaded"
+    assert len(loaded_same) < len(positions) // 5, (len(loaded_same), len(positions))
+
+
+@pytest.mark.parametrize("cut", [8, 4, 1])
+def test_cut_trailer_is_refused(tiny_dataset, cut):
+    tiny_dataset.write_bytes(tiny_dataset.read_bytes()[:-cut])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        datasets.read_dataset(tiny_dataset)
+
+
+def test_real_file_without_its_trailer_is_refused(mnist_path, tmp_path):
+    cut = tmp_path / "mnist.pkl.gz"
+    cut.write_bytes(mnist_path.read_bytes()[:-8])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        datasets.read_dataset(cut)
+
+
+def test_data_after_the_pickle_is_refused(mnist, tmp_path):
+    subset = tuple((x[:5], y[:5]) for x, y in mnist)
+    path = tmp_path / "padded.pkl.gz"
+    path.write_bytes(gzip.compress(datasets.dumps_dataset(subset) + b"extra"))
+    with pytest.raises(DatasetError, match="data after its pickle"):
+        datasets.read_dataset(path)
+
+
+# --------------------------------------------------------------------------
+# Messages: permissions, folders, and hints that spare one's own data
+# --------------------------------------------------------------------------
+
+
+def test_unreadable_dataset_is_reported_as_such(tiny_dataset, monkeypatch):
+    def denied(path, mode="r", *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(datasets, "open", denied, raising=False)
+    with pytest.raises(DatasetError) as error:
+        datasets.read_dataset(tiny_dataset)
+    message = str(error.value)
+    assert message.startswith(f"{tiny_dataset} cannot be read: permission denied")
+    assert f"chmod u+r {tiny_dataset}" in message
+    assert "corrupt" not in message and "prepare_data" not in message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_dataset_on_disk(tiny_dataset):
+    tiny_dataset.chmod(0)
+    try:
+        with pytest.raises(DatasetError, match="cannot be read: permission denied"):
+            datasets.read_dataset(tiny_dataset)
+    finally:
+        tiny_dataset.chmod(0o644)
+
+
+def test_folder_named_like_the_dataset_is_reported_and_not_downloaded_over(tmp_path, monkeypatch):
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download")
+    monkeypatch.setattr(urllib.request, "urlopen", no_download)
+    folder = tmp_path / "mnist.pkl.gz"
+    folder.mkdir()
+    with pytest.raises(DatasetError) as error:
+        datasets.ensure_dataset(folder)
+    assert str(error.value) == f"{folder} is a folder, not a dataset file; pass the path of the file itself."
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist.pkl.gz").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"\(such as .*data/mnist.pkl.gz\)"):
+        datasets.read_dataset(tmp_path / "data")
+
+
+def test_hints_never_overwrite_a_dataset_of_ones_own(tiny_dataset, tmp_path):
+    tiny_dataset.write_bytes(tiny_dataset.read_bytes()[:-8])
+    with pytest.raises(DatasetError) as error:
+        datasets.read_dataset(tiny_dataset)
+    message = str(error.value)
+    assert "dataset of your own" in message and f"--output {tiny_dataset}" not in message
+    # readable, called mnist.pkl.gz, but not MNIST: the hint says to move it away first
+    x, y = np.zeros((10, 784), np.float32), np.zeros(10, np.int64)
+    own = datasets.write_dataset(((x, y), (x, y), (x, y)), tmp_path / "mnist.pkl.gz")
+    with pytest.raises(DatasetError, match="give it another name .* move it away"):
+        datasets.read_dataset(own)
+
+
+def test_prepare_data_leaves_ones_own_data_and_folders_alone(prepare_data, idx_dir, tmp_path, capsys):
+    x, y = np.zeros((10, 784), np.float32), np.zeros(10, np.int64)
+    own = datasets.write_dataset(((x, y), (x, y), (x, y)), tmp_path / "mine.pkl.gz")
+    before = own.read_bytes()
+    assert prepare_data.main(["--from-idx", str(idx_dir), "--output", str(own)]) == 1
+    assert "holds a dataset that is not MNIST" in capsys.readouterr().err
+    assert own.read_bytes() == before
+    misnamed = datasets.write_dataset(((x, y), (x, y), (x, y)), tmp_path / "mnist.pkl.gz")
+    assert prepare_data.main(["--download", "--output", str(misnamed)]) == 1
+    assert "holds a dataset that is not MNIST" in capsys.readouterr().err
+    assert misnamed.read_bytes() == before
+    assert prepare_data.main(["--download", "--output", str(tmp_path)]) == 1
+    assert f"--output {tmp_path} is a folder" in capsys.readouterr().err
+
+
+def test_a_damaged_output_may_be_replaced(prepare_data, tiny_dataset):
+    tiny_dataset.write_bytes(tiny_dataset.read_bytes()[:-8])
+    assert prepare_data.existing_output(tiny_dataset, writing_mnist=True) is None
