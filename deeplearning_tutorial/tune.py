@@ -11,7 +11,10 @@ A study is a TOML file that names a program and what to vary::
     learning_rate = [0.05, 0.1, 0.2]
     nkerns = [[20, 50], [10, 25]]
 
-or, instead of ``[grid]``, a random sample::
+Several ``[[grid]]`` tables instead of one ``[grid]`` make a study of
+their union: each varies its own arguments, the others keep the tutorial's
+defaults (one factor at a time, say, rather than every combination).  Or,
+instead of a grid, a random sample::
 
     [random]
     n_trials = 12
@@ -25,9 +28,9 @@ Each trial calls the real tutorial function with its arguments in a worker
 process of a Dask cluster: by default a ``LocalCluster`` on this machine, or
 an existing cluster given by its scheduler's address.  Every finished trial is
 appended, atomically, to ``OUT/<name>/trials.jsonl``; its printed output goes
-to ``OUT/<name>/logs/<id>.log``; at the end ``summary.md`` ranks the trials
-and two plots show the validation error against each searched argument and
-every trial's learning curve.
+to ``OUT/<name>/logs/<id>.log`` (``<id>.running.log`` while it runs); at the
+end ``summary.md`` ranks the trials and two plots show the validation error
+against each searched argument and every trial's learning curve.
 
 The pieces, in the order a study uses them: the program registry
 (:data:`PROGRAMS`), the study file (:func:`load_study`, :func:`expand_trials`),
@@ -143,7 +146,7 @@ class Study:
     program: Program
     defaults: dict[str, Any]  # the tutorial function's tunable arguments and their defaults
     fixed: dict[str, Any]
-    grid: dict[str, list] | None = None
+    grid: list[dict[str, list]] | None = None  # one or more grids: their trials' union
     random: dict[str, tuple[str, list]] | None = None  # argument -> (distribution, its list)
     n_trials: int = 0
     seed: int = 0
@@ -153,7 +156,8 @@ class Study:
     @property
     def searched(self) -> list[str]:
         """The arguments the study varies, in the file's order."""
-        return list(self.grid or self.random or {})
+        tables = self.grid if self.grid is not None else [self.random]
+        return list(dict.fromkeys(argument for table in tables for argument in table))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,12 +225,14 @@ def parse_study(document: dict, source: str = "study", base_dir: Path | str | No
         raise fail(f"include_default must be true or false, got {include_default!r}")
     defaults = tunable_defaults(program.load())
 
+    grids = document.get("grid", {})
+    grids = grids if isinstance(grids, list) else [grids]
     tables = {}
     for table in ("fixed", "grid", "random"):
-        value = document.get(table, {})
-        if not isinstance(value, dict):
-            raise fail(f"[{table}] must be a table of arguments")
-        tables[table] = value
+        values = grids if table == "grid" else [document.get(table, {})]
+        if not all(isinstance(value, dict) for value in values):
+            raise fail(f"[{table}] must be a table of arguments" + (" (or [[grid]] tables)" if table == "grid" else ""))
+        tables[table] = {argument: None for value in values for argument in value} if table == "grid" else values[0]
     random_options = {key: tables["random"].pop(key) for key in ("n_trials", "seed") if key in tables["random"]}
     if "grid" in document and "random" in document:
         raise fail("give either [grid] or [random], not both")
@@ -245,7 +251,7 @@ def parse_study(document: dict, source: str = "study", base_dir: Path | str | No
     study = Study(name=name, program=program, defaults=defaults, fixed=fixed, floatX=floatX,
                   include_default=include_default)
     if "grid" in document:
-        study.grid = _checked_grid(tables["grid"], defaults, fail)
+        study.grid = [_checked_grid(grid, defaults, fail) for grid in grids or [{}]]
     else:
         study.n_trials = random_options.get("n_trials")
         study.seed = random_options.get("seed", 0)
@@ -374,7 +380,7 @@ def _absolute_dataset(arguments: dict, program: Program, base_dir) -> dict:
 
 
 def expand_trials(study: Study) -> list[Trial]:
-    """The study's trials, in a fixed order: the grid's combinations or the random sample.
+    """The study's trials, in a fixed order: each grid's combinations, or the random sample.
 
     A random sample is drawn with NumPy's generator from ``seed``, so the
     same file always gives the same trials (which is what lets ``--resume``
@@ -383,7 +389,11 @@ def expand_trials(study: Study) -> list[Trial]:
     arguments are added first if they are not among the trials already.
     """
     if study.grid is not None:
-        combinations = [dict(zip(study.grid, values)) for values in itertools.product(*study.grid.values())]
+        # arguments a grid does not vary are set to their defaults, so that a
+        # combination that two grids share is one trial
+        default = default_point(study)
+        combinations = [{**default, **dict(zip(grid, values))}
+                        for grid in study.grid for values in itertools.product(*grid.values())]
     else:
         combinations = _random_sample(study.random, study.n_trials, study.seed)
     if study.include_default:
@@ -730,7 +740,8 @@ def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: i
     futures = {}
     for trial in todo:
         spec = {"program": study.program.name, "arguments": trial.arguments, "floatX": study.floatX,
-                "threads": threads_per_trial, "log_path": str((folder / "logs" / f"{trial.id}.log").resolve())}
+                "threads": threads_per_trial,
+                "log_path": str((folder / "logs" / f"{trial.id}.running.log").resolve())}
         future = client.submit(run_trial, spec, key=f"trial-{trial.id}-{uuid.uuid4().hex[:8]}", pure=False)
         futures[future] = trial
     pending, interrupted = set(futures), False
@@ -767,6 +778,7 @@ def _record(study: Study, trial: Trial, future, folder: Path) -> dict:
         log_path = folder / "logs" / f"{trial.id}.log"
         with atomic_write(log_path, "w") as handle:
             handle.write(result.pop("log"))
+        (folder / "logs" / f"{trial.id}.running.log").unlink(missing_ok=True)
         record.update(status=result.pop("status"), **result, log=str(log_path.relative_to(folder)))
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     line = f"trial {trial.id} {record['status']}"
@@ -781,11 +793,7 @@ def _record(study: Study, trial: Trial, future, folder: Path) -> dict:
 
 def _running(client, pending) -> int:
     keys = {future.key for future in pending}
-    try:
-        processing = client.processing()
-    except Exception:
-        return 0
-    return sum(1 for worker_keys in processing.values() for key in worker_keys if key in keys)
+    return sum(1 for worker_keys in client.processing().values() for key in worker_keys if key in keys)
 
 
 def _describe(arguments: dict) -> str:
@@ -889,18 +897,18 @@ def summary_markdown(study: Study, records: list[dict]) -> str:
     ranked = _ranked(records)
     lines = [f"# Study `{study.name}`: {study.program.name}", ""]
     fixed = _describe(study.fixed) or "none"
-    lines += [f"Program `{study.program.target}`, floatX {study.floatX or 'of the caller'}; "
-              f"fixed arguments: {fixed}. {len(ranked)} trials done, "
-              f"{sum(r['status'] == 'failed' for r in records)} failed, "
-              f"{sum(r['status'] == 'lost' for r in records)} lost.", ""]
+    lines += [(f"Program `{study.program.target}`, floatX {study.floatX or 'of the caller'}; "
+               f"fixed arguments: {fixed}. {len(ranked)} trials done, "
+               f"{sum(r['status'] == 'failed' for r in records)} failed, "
+               f"{sum(r['status'] == 'lost' for r in records)} lost."), ""]
     if ranked:
         best = ranked[0]
-        lines += [f"**Best**: {_describe(best['searched'])}: validation {best['validation']:f} %, "
-                  f"test {best['test']:f} % (iteration {best['best_iteration']}).", ""]
+        lines += [(f"**Best**: {_describe(best['searched'])}: validation {best['validation']:f} %, "
+                   f"test {best['test']:f} % (iteration {best['best_iteration']})."), ""]
     default_rows = [r for r in records if r["searched"] == default]
     if not default_rows:
-        lines += [f"The tutorial's default ({_describe(default)}) is not among the trials; "
-                  f"`include_default = true` adds it.", ""]
+        lines += [(f"The tutorial's default ({_describe(default)}) is not among the trials; "
+                   f"`include_default = true` adds it."), ""]
     header = ["rank", *searched, "validation %", "test %", "best iteration", "epochs", "seconds", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rank, record in enumerate(ranked, 1):
@@ -916,8 +924,8 @@ def summary_markdown(study: Study, records: list[dict]) -> str:
                   + (" (`--resume` runs it again)" if r["status"] == "lost" else "") for r in unfinished]
     if "seed" in searched and len(searched) > 1:
         lines += ["", *_over_seeds(ranked, searched, default)]
-    lines += ["", "Plots: `validation_by_argument.png`, `learning_curves.png`; "
-              "each trial's output in `logs/<id>.log`, its numbers in `trials.jsonl`.", ""]
+    lines += ["", ("Plots: `validation_by_argument.png`, `learning_curves.png`; "
+                   "each trial's output in `logs/<id>.log`, its numbers in `trials.jsonl`."), ""]
     return "\n".join(lines)
 
 
@@ -950,7 +958,8 @@ def _plot_by_argument(study: Study, done: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     searched = study.searched
-    figure, axes = plt.subplots(1, len(searched), figsize=(4.2 * len(searched), 3.6), squeeze=False)
+    default = default_point(study)
+    figure, axes = plt.subplots(1, len(searched), figsize=(max(6.0, 4.2 * len(searched)), 3.8), squeeze=False)
     for axis, argument in zip(axes[0], searched):
         values = [r["searched"][argument] for r in done]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -960,13 +969,19 @@ def _plot_by_argument(study: Study, done: list[dict], path: Path) -> Path:
             labels = sorted({_toml(v) for v in values})
             positions = [labels.index(_toml(v)) for v in values]
             axis.set_xticks(range(len(labels)), labels, rotation=30)
-        axis.scatter(positions, [r["validation"] for r in done], alpha=0.7)
+        errors = [r["validation"] for r in done]
+        axis.scatter(positions, errors, alpha=0.7)
+        at_default = [i for i, r in enumerate(done) if r["searched"] == default]
+        axis.scatter([positions[i] for i in at_default], [errors[i] for i in at_default], s=120,
+                     facecolors="none", edgecolors="tab:red", label="the tutorial's default")
+        if at_default:
+            axis.legend(fontsize="small")
         if numeric and len(set(values)) > 2 and min(values) > 0 and max(values) / min(values) > 20:
             axis.set_xscale("log")
         axis.set_xlabel(argument)
         axis.set_ylabel("best validation error (%)")
         axis.grid(alpha=0.3)
-    figure.suptitle(f"{study.name}: validation error against each searched argument")
+    figure.suptitle(f"{study.name}: best validation error of each trial", fontsize="medium")
     figure.tight_layout()
     return _save_figure(figure, path)
 
@@ -981,8 +996,7 @@ def _plot_learning_curves(done: list[dict], path: Path) -> Path:
                   label=_describe(record["searched"]), linewidth=1)
     axis.set_xlabel("iteration (minibatches trained)")
     axis.set_ylabel("validation error (%)")
-    axis.set_yscale("log")
-    axis.grid(alpha=0.3, which="both")
+    axis.grid(alpha=0.3)
     if len(done) <= 12:
         axis.legend(fontsize="small")
     axis.set_title("learning curves of all trials")

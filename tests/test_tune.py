@@ -71,7 +71,7 @@ def without_timings(text: str) -> list[str]:
 
 
 def test_trials_equal_the_standalone_programs(finished_study, tiny_mnist, tmp_path):
-    study, outcome, folder = finished_study
+    _, outcome, folder = finished_study
     assert outcome.ran == 3 and not outcome.interrupted
     records = by_rate(outcome)
     assert len({records[0.13]["pid"], records[0.05]["pid"]}) == 2  # one trial in each worker process
@@ -133,7 +133,7 @@ def test_a_killed_worker_costs_only_its_trial(client, tiny_mnist, tmp_path):
     result = {}
     runner = threading.Thread(target=lambda: result.update(outcome=tune.run_study(study, client, out, progress=False)))
     runner.start()
-    victim_log = out / "kill" / "logs" / f"{victim.id}.log"
+    victim_log = out / "kill" / "logs" / f"{victim.id}.running.log"
     deadline = time.monotonic() + 300
     while not (victim_log.exists() and "training the model" in victim_log.read_text()):
         assert time.monotonic() < deadline and runner.is_alive(), "the victim trial never started training"
@@ -152,6 +152,7 @@ def test_a_killed_worker_costs_only_its_trial(client, tiny_mnist, tmp_path):
     assert resumed.records[bystander.id] == records[bystander.id]
     lines = [json.loads(line) for line in (out / "kill" / "trials.jsonl").read_text().splitlines()]
     assert [(r["id"], r["status"]) for r in lines][-1] == (victim.id, "done") and len(lines) == 3
+    assert sorted(p.name for p in (out / "kill" / "logs").iterdir()) == sorted(f"{t.id}.log" for t in (victim, bystander))
 
 
 def study_error(tmp_path: Path, text: str) -> str:
@@ -213,6 +214,15 @@ def test_grid_and_random_trials(tmp_path):
     assert all(type(t.arguments["learning_rate"]) is float for t in trials)  # as the command line gives
     assert trials[0].arguments["dataset"] == "/base/data/x.pkl.gz" and len({t.id for t in trials}) == 6
 
+    path = tmp_path / "union.toml"
+    path.write_text(HEADER + "[[grid]]\nlearning_rate = [0.1, 0.13]\n[[grid]]\nbatch_size = [600, 20]\n"
+                    "n_epochs = [5]\n[[grid]]\nbatch_size = [600]\n")
+    union = tune.load_study(path)
+    assert union.searched == ["learning_rate", "batch_size", "n_epochs"]
+    assert [tuple(t.searched.values()) for t in tune.expand_trials(union)] == [
+        (0.1, 600, 1000), (0.13, 600, 1000), (0.13, 600, 5), (0.13, 20, 5)]  # the default once
+    assert "[grid] is empty" in study_error(tmp_path, HEADER + "grid = []\n")
+
     path = tmp_path / "r.toml"
     path.write_text(HEADER + "include_default = true\n[random]\nn_trials = 40\nseed = 3\n"
                     "learning_rate = {log_uniform = [0.01, 0.3]}\nbatch_size = {int_uniform = [10, 12]}\n"
@@ -237,3 +247,8 @@ def test_a_study_runs_from_the_command_line_with_its_report(tiny_mnist, tmp_path
     record = json.loads((tmp_path / "out" / "cli" / "trials.jsonl").read_text())
     assert record["status"] == "done" and record["floatX"] in ("float32", "float64")
     assert "**default**" not in (tmp_path / "out" / "cli" / "summary.md").read_text()
+
+
+def test_the_quick_example_study_loads():
+    study = tune.load_study(REPO / "studies" / "logistic_sgd_lr_batch.toml")
+    assert len(tune.expand_trials(study)) == 6 and study.floatX == "float64"
