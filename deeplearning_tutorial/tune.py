@@ -512,7 +512,7 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
         record: dict[str, Any] = {"threads": spec["threads"], "host": socket.gethostname(), "pid": os.getpid()}
         start = time.perf_counter()
         try:
-            _use_threads(spec["threads"])
+            record["threads"] = _use_threads(spec["threads"])
             import pytensor
 
             flags = {"floatX": spec["floatX"]} if spec.get("floatX") else {}
@@ -558,8 +558,8 @@ def _log_stream(log_path: str | None) -> Iterator[_Tee]:
         yield _Tee(None)
 
 
-def _use_threads(threads: int) -> None:
-    """Give this thread's Numba parallel loops and the C kernels ``threads`` threads.
+def _use_threads(threads: int) -> int:
+    """Give this thread's Numba parallel loops and the C kernels ``threads`` threads; return Numba's count.
 
     The kernels and the split matrix products read ``numba.get_num_threads()``,
     which is set per calling thread; it cannot exceed the process's
@@ -572,6 +572,7 @@ def _use_threads(threads: int) -> None:
         raise ValueError(f"--threads-per-trial {threads} is more than this worker's NUMBA_NUM_THREADS "
                          f"({available}); start its workers with NUMBA_NUM_THREADS={threads}")
     numba.set_num_threads(threads)
+    return numba.get_num_threads()
 
 
 def dask_setup(worker) -> None:
@@ -585,10 +586,12 @@ def dask_setup(worker) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def import_program(name: str) -> str:
-    """Import a program's module in a worker, so that the first trial's time leaves it out."""
+def import_program(name: str) -> int:
+    """Import a program's module in a worker (the first trial's time leaves it out); return its Numba threads."""
     PROGRAMS[name].load()
-    return name
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS
 
 
 # --------------------------------------------------------------------------
@@ -640,10 +643,7 @@ def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1,
     for name, value in (("workers", workers), ("threads_per_trial", threads_per_trial), ("retries", retries)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (name != "retries"):
             raise ValueError(f"{name} must be an integer >= {int(name != 'retries')}, got {value!r}")
-    # worker-saturation 1.0: a worker is sent its next trial only when it is free, so a
-    # worker that dies takes only its running trial with it
-    with dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                          "distributed.scheduler.worker-saturation": 1.0}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                             env=worker_environment(threads_per_trial, program),
                             preload=[__name__], dashboard_address=":8787" if dashboard else None)
@@ -737,27 +737,34 @@ def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: i
 
     bar = _ProgressBar(len(trials), records, [t.id for t in trials],
                        sys.stderr.isatty() if progress is None else progress)
-    futures = {}
-    for trial in todo:
-        spec = {"program": study.program.name, "arguments": trial.arguments, "floatX": study.floatX,
-                "threads": threads_per_trial,
-                "log_path": str((folder / "logs" / f"{trial.id}.running.log").resolve())}
-        future = client.submit(run_trial, spec, key=f"trial-{trial.id}-{uuid.uuid4().hex[:8]}", pure=False)
-        futures[future] = trial
-    pending, interrupted = set(futures), False
+    # Trials are submitted only as worker threads free up: Dask would otherwise place
+    # several on one worker at once, and that worker's death would count against all of them.
+    waiting, futures, pending, interrupted = list(todo), {}, set(), False
     try:
-        while pending:
+        while waiting or pending:
+            slots = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
+            while waiting and len(pending) < max(slots, 1):
+                trial = waiting.pop(0)
+                spec = {"program": study.program.name, "arguments": trial.arguments, "floatX": study.floatX,
+                        "threads": threads_per_trial,
+                        "log_path": str((folder / "logs" / f"{trial.id}.running.log").resolve())}
+                future = client.submit(run_trial, spec, key=f"trial-{trial.id}-{uuid.uuid4().hex[:8]}",
+                                       pure=False)
+                futures[future] = trial
+                pending.add(future)
+            bar.show(running=len(pending))
             try:
                 finished, pending = wait(pending, timeout=1.0, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 finished = set()
             for future in finished:
-                trial = futures[future]
-                record = _record(study, trial, future, folder)
+                trial = futures.pop(future)
+                record, line = _record(trial, future, folder)
                 trials_file.append(record)
                 records[trial.id] = record
+                bar.close()
+                print(line, flush=True)
                 bar.finished(record)
-            bar.show(running=_running(client, pending))
     except KeyboardInterrupt:
         interrupted = True
         client.cancel(list(pending))
@@ -767,8 +774,8 @@ def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: i
                         ran=bar.new, interrupted=interrupted)
 
 
-def _record(study: Study, trial: Trial, future, folder: Path) -> dict:
-    """A trial's line of ``trials.jsonl``, its log written beside it."""
+def _record(trial: Trial, future, folder: Path) -> tuple[dict, str]:
+    """A trial's line of ``trials.jsonl`` (its log written beside it) and a line to print."""
     record = {"id": trial.id, "params": trial.arguments, "searched": trial.searched}
     try:
         result = future.result()
@@ -787,13 +794,7 @@ def _record(study: Study, trial: Trial, future, folder: Path) -> dict:
                  f"({record['seconds']:.1f} s)")
     else:
         line += f": {record['reason']}"
-    print(f"{line}  [{_describe(trial.searched)}]", flush=True)
-    return record
-
-
-def _running(client, pending) -> int:
-    keys = {future.key for future in pending}
-    return sum(1 for worker_keys in client.processing().values() for key in worker_keys if key in keys)
+    return record, f"{line}  [{_describe(trial.searched)}]"
 
 
 def _describe(arguments: dict) -> str:
@@ -1067,7 +1068,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
             print(f"Dask cluster {client.scheduler.address}: {n_workers} workers; "
                   f"dashboard {client.dashboard_link}", flush=True)
-            client.run(import_program, study.program.name)
+            too_few = {worker: threads for worker, threads in client.run(import_program, study.program.name).items()
+                       if threads < args.threads_per_trial}
+            if too_few:
+                raise ValueError(f"--threads-per-trial {args.threads_per_trial} is more than the Numba threads "
+                                 f"of workers {too_few}; start them with NUMBA_NUM_THREADS={args.threads_per_trial}")
             outcome = run_study(study, client, args.out, threads_per_trial=args.threads_per_trial,
                                 resume=args.resume)
     except (FileExistsError, ValueError) as exc:
