@@ -811,7 +811,6 @@ class _ProgressBar:
         self.failed = sum(r["status"] in ("failed", "lost") for r in current)
         self.best = min((r["validation"] for r in current if r["status"] == "done"), default=math.inf)
         self.start, self.new = time.perf_counter(), 0
-        self.last_failed = self.failed
 
     def finished(self, record: dict) -> None:
         self.new += 1
