@@ -62,7 +62,7 @@ import time
 import tomllib
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +86,11 @@ class Program:
     dataset_argument : str
         The argument that names the data file: a relative path in a study is
         made absolute against the caller's folder, since trials run elsewhere.
-    environment : Mapping[str, str]
-        Environment variables the program's module sets for itself when it is
-        imported first; a worker process gets them at its start.
     """
 
     name: str
     target: str
     dataset_argument: str = "dataset"
-    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def load(self) -> Callable:
         """The tutorial function; raises StudyError when its module is not installed."""
@@ -113,8 +109,7 @@ class Program:
 PROGRAMS: dict[str, Program] = {program.name: program for program in (
     Program("logistic_sgd", "deeplearning_tutorial.logistic_sgd:sgd_optimization_mnist"),
     Program("mlp", "deeplearning_tutorial.mlp:test_mlp"),
-    Program("convolutional_mlp", "deeplearning_tutorial.convolutional_mlp:evaluate_lenet5",
-            environment={"OPENBLAS_THREAD_TIMEOUT": "4"}),
+    Program("convolutional_mlp", "deeplearning_tutorial.convolutional_mlp:evaluate_lenet5"),
     Program("logistic_cg", "deeplearning_tutorial.logistic_cg:cg_optimization_mnist",
             dataset_argument="mnist_pkl_gz"),
 )}
@@ -576,14 +571,21 @@ def _use_threads(threads: int) -> int:
 
 
 def dask_setup(worker) -> None:
-    """Worker preload: Ctrl-C in the terminal stops the study from the client, not the workers.
+    """Worker preload (``--preload deeplearning_tutorial.tune``): a worker process set up as a program's ``main``.
 
-    The workers of a ``LocalCluster`` share the terminal's process group, so
+    Ctrl-C in the terminal stops the study from the client, not the workers:
+    the workers of a ``LocalCluster`` share the terminal's process group, so
     they would get the same SIGINT and die mid-trial while the client cancels
-    and shuts them down in order.
+    and shuts them down in order.  And freed memory stays in the heap, the one
+    process-wide setting the tutorial programs' ``main`` makes
+    (:func:`deeplearning_tutorial.speedups.keep_freed_memory`), so that trials
+    run as fast as the standalone programs.
     """
+    from deeplearning_tutorial import speedups
+
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    speedups.keep_freed_memory()
 
 
 def import_program(name: str) -> int:
@@ -599,7 +601,7 @@ def import_program(name: str) -> int:
 # --------------------------------------------------------------------------
 
 
-def worker_environment(threads_per_trial: int, program: Program | None = None) -> dict[str, str]:
+def worker_environment(threads_per_trial: int) -> dict[str, str]:
     """Environment of a worker process giving each trial ``threads_per_trial`` threads.
 
     Numba reads ``NUMBA_NUM_THREADS`` once, when it is imported, and OpenMP
@@ -608,15 +610,11 @@ def worker_environment(threads_per_trial: int, program: Program | None = None) -
     equivalent of a trial is the program run with the same variables.
     """
     threads = str(threads_per_trial)
-    environment = {variable: threads for variable in
-                   ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    if program is not None:
-        environment.update({key: os.environ.get(key, value) for key, value in program.environment.items()})
-    return environment
+    return {variable: threads for variable in
+            ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1,
-                  program: Program | None = None, dashboard: bool = True):
+def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1, dashboard: bool = True):
     """A Dask ``LocalCluster`` for a study: ``workers`` processes, one trial each at a time.
 
     Parameters
@@ -628,8 +626,6 @@ def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1,
     retries : int
         How many times a trial whose worker process died is run again before
         it is recorded as lost (Dask's ``allowed-failures``).
-    program : Program, optional
-        The study's program, for the environment its module would set itself.
     dashboard : bool
         Serve Dask's dashboard (live task stream, worker CPU and memory).
 
@@ -645,7 +641,7 @@ def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1,
             raise ValueError(f"{name} must be an integer >= {int(name != 'retries')}, got {value!r}")
     with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            env=worker_environment(threads_per_trial, program),
+                            env=worker_environment(threads_per_trial),
                             preload=[__name__], dashboard_address=":8787" if dashboard else None)
 
 
@@ -1061,7 +1057,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             client = Client(args.scheduler)
         else:
             workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads_per_trial)
-            cluster = local_cluster(workers, args.threads_per_trial, retries=args.retries, program=study.program)
+            cluster = local_cluster(workers, args.threads_per_trial, retries=args.retries)
             client = Client(cluster)
         with client:
             n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
