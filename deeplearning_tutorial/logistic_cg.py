@@ -129,14 +129,14 @@ class CGModel:
                     grad += chunk_grad
             self._last_point = (theta_value.copy(), float(np.mean(train_losses)), grad / self.n_train_batches)
         _, cost, grad = self._last_point
-        return cost, grad.copy()
+        return cost, grad.astype(np.float64)  # a copy, in the dtype SciPy's line search works in
 
     def train_fn(self, theta_value: np.ndarray) -> float:
         """The objective of CG: the mean of the chunk costs over the training set at ``theta_value``."""
         return self.cost_and_grad(theta_value)[0]
 
     def train_fn_grad(self, theta_value: np.ndarray) -> np.ndarray:
-        """Its gradient: the sum of the chunk gradients divided by their number."""
+        """Its gradient: the sum of the chunk gradients divided by their number (as float64)."""
         return self.cost_and_grad(theta_value)[1]
 
     def validation_error(self) -> float:
@@ -274,7 +274,9 @@ def cg_optimization_mnist(n_epochs=50, mnist_pkl_gz="mnist.pkl.gz"):
     with _GracefulInterrupt(step="iteration") as interrupt:
         scipy.optimize.fmin_cg(
             f=model.train_fn,
-            x0=np.zeros(n_theta, dtype=classifier.theta.dtype),
+            # SciPy iterates in float64 whatever floatX is (its line search keeps bounds of
+            # 1e100, which overflow float32); the model casts each point to floatX
+            x0=np.zeros(n_theta, dtype=np.float64),
             fprime=model.train_fn_grad,
             callback=callback,
             disp=0,

@@ -101,7 +101,7 @@ def test_objective_and_gradient_match_numpy():
 
     cost = model.train_fn(theta)
     grad = model.train_fn_grad(theta)
-    assert isinstance(cost, float) and grad.dtype == FLOATX and grad.shape == theta.shape
+    assert isinstance(cost, float) and grad.dtype == np.float64 and grad.shape == theta.shape
     np.testing.assert_allclose(cost, np.mean(costs), rtol=RTOL)
     np.testing.assert_allclose(grad, np.mean(grads, axis=0), rtol=RTOL, atol=1e-7)
 
