@@ -246,3 +246,16 @@ def test_help_lists_every_parameter(tmp_path):
     assert result.returncode == 0
     for option in ("--n-epochs", "--mnist-pkl-gz"):
         assert option in result.stdout
+
+
+def test_reproduce_reads_the_printed_lines():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import reproduce
+
+    log = ("... loading data\n... building the model\nOptimizing using scipy.optimize.fmin_cg...\n"
+           "validation error 29.989583 %\nvalidation error 24.656250 %\nvalidation error 24.781250 %\n"
+           "Optimization complete with best validation score of 24.656250 %, with test performance 24.500000 %\n")
+    parsed = reproduce.parse_log(log)
+    assert parsed["validation_curve"] == [(1, 29.989583), (2, 24.65625), (3, 24.78125)]
+    assert (parsed["validation"], parsed["test"]) == (24.65625, 24.5)
+    assert parsed["best_iteration"] == 2 and parsed["epochs"] == 3
