@@ -226,8 +226,8 @@ def cg_optimization_mnist(n_epochs=50, mnist_pkl_gz="mnist.pkl.gz"):
     Parameters
     ----------
     n_epochs : int
-        Maximal number of CG iterations (each one a pass of line search over
-        the whole training set).
+        Maximal number of CG iterations; each evaluates the objective and its
+        gradient over the whole training set once or more (its line search).
     mnist_pkl_gz : str
         The dataset: a path, or a bare name looked up in ``data/``.
 
