@@ -135,9 +135,10 @@ def load_best_model(path: Path | str) -> BestModel:
 
 
 class _GracefulInterrupt:
-    """First Ctrl-C sets a flag the loop checks between minibatches; a second aborts."""
+    """First Ctrl-C sets a flag the loop checks between steps (minibatches); a second aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, step: str = "minibatch") -> None:
+        self.step = step
         self.requested = False
         self._previous = None
 
@@ -152,7 +153,7 @@ class _GracefulInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nInterrupted: finishing this minibatch (Ctrl-C again to abort)", file=sys.stderr)
+        print(f"\nInterrupted: finishing this {self.step} (Ctrl-C again to abort)", file=sys.stderr)
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:

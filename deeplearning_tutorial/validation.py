@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Sequence
 
 
+def check_n_epochs(n_epochs: int) -> None:
+    """Raise ValueError unless ``n_epochs`` is an integer >= 1."""
+    if isinstance(n_epochs, bool) or not isinstance(n_epochs, int) or n_epochs < 1:
+        raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs!r}")
+
+
 def check_hyperparameters(
     learning_rate: float,
     n_epochs: int,
@@ -15,8 +21,7 @@ def check_hyperparameters(
     """Raise ValueError, saying what to change, for arguments no run can use."""
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    if isinstance(n_epochs, bool) or not isinstance(n_epochs, int) or n_epochs < 1:
-        raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs!r}")
+    check_n_epochs(n_epochs)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     smallest = min(split_sizes)

@@ -1,6 +1,6 @@
 """Run the tutorials to completion and compare with the published table.
 
-    python scripts/reproduce.py                                  # all three, default hyper-parameters
+    python scripts/reproduce.py                                  # all four, default hyper-parameters
     python scripts/reproduce.py --only logistic_sgd --out results
     python scripts/reproduce.py --only convolutional_mlp --resume   # continue an interrupted run
     python scripts/reproduce.py --only mlp,convolutional_mlp --seeds 5 --resume   # 4 more seeds each
@@ -40,9 +40,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-PROGRAMS = ["logistic_sgd", "mlp", "convolutional_mlp"]
+PROGRAMS = ["logistic_sgd", "mlp", "convolutional_mlp", "logistic_cg"]
 # floatX of the published runs: Theano's default float64, float32 for LeNet's
-PUBLISHED_FLOATX = {"logistic_sgd": "float64", "mlp": "float64", "convolutional_mlp": "float32"}
+PUBLISHED_FLOATX = {"logistic_sgd": "float64", "mlp": "float64", "convolutional_mlp": "float32",
+                    "logistic_cg": "float64"}
 PUBLISHED = {
     "logistic_sgd": dict(validation=7.5, test=7.489583, when="74 epochs",
                          minutes=74 / 1.936983 / 60, hardware="Core 2 Duo E8400 3.0 GHz"),
@@ -50,6 +51,9 @@ PUBLISHED = {
                 minutes=97.34, hardware="Core i7-2600K 3.4 GHz"),
     "convolutional_mlp": dict(validation=0.91, test=0.92, when="iteration 17800",
                               minutes=380.28, hardware="Core i7-2600K 3.4 GHz, float32"),
+    # nothing published: the original code's run on Theano 1.0.5, float64, on this machine
+    "logistic_cg": dict(validation=7.3125, test=7.416667, when="50 iterations, unpublished: the original on Theano 1.0.5",
+                        minutes=22.0 / 60, hardware="this machine, Theano 1.0.5, float64, optimisation only"),
 }
 CHECKPOINT = {"mlp": "mlp.ckpt", "convolutional_mlp": "convolutional_mlp.ckpt"}
 # The tutorials' RandomState seeds: the first of --seeds N, then seed + 1, ...
@@ -57,8 +61,9 @@ ORIGINAL_SEED = {"mlp": 1234, "convolutional_mlp": 23455}
 
 VALIDATION = re.compile(r"^epoch (\d+), minibatch (\d+)/(\d+), validation error (\d+\.\d+) %$")
 TEST = re.compile(r"^     epoch (\d+), minibatch (\d+)/(\d+), test error of best model (\d+\.\d+) %$")
-FINAL_LOGISTIC = re.compile(r"^Optimization complete with best validation score of (\d+\.\d+) %,"
-                            r"with test performance (\d+\.\d+) %$")
+FINAL_LOGISTIC = re.compile(r"^Optimization complete with best validation score of (\d+\.\d+) %, ?"
+                            r"with test performance (\d+\.\d+) %$")  # logistic_cg has the space
+CG_VALIDATION = re.compile(r"^validation error (\d+\.\d+) %$")  # one per CG iteration
 EPOCHS_RUN = re.compile(r"^The code run for (\d+) epochs")
 FINAL_ITER = re.compile(r"Best validation score of (\d+\.\d+) % obtained at iteration (\d+), "
                         r"with test performance (\d+\.\d+) %$")
@@ -73,6 +78,8 @@ def parse_log(text: str) -> dict:
         if m := VALIDATION.match(line):
             epoch, minibatch, n_batches, error = int(m[1]), int(m[2]), int(m[3]), float(m[4])
             curve.append(((epoch - 1) * n_batches + minibatch, epoch, error))
+        elif m := CG_VALIDATION.match(line):
+            curve.append((len(curve) + 1, len(curve) + 1, float(m[1])))  # iteration = "epoch"
         elif m := TEST.match(line):
             epoch, minibatch, n_batches, error = int(m[1]), int(m[2]), int(m[3]), float(m[4])
             tests.append(((epoch - 1) * n_batches + minibatch, error))
@@ -137,6 +144,8 @@ def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool, s
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     wall = wall_before + time.perf_counter() - started
+    if result.returncode == 130:  # logistic_cg's exit status after Ctrl-C
+        raise KeyboardInterrupt(f"{name} was interrupted; run it again")
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stderr}")
     if "Stopped by Ctrl-C" in result.stderr:
@@ -233,8 +242,9 @@ def plot(program: str, result: dict, out: Path) -> None:
     if result["test_curve"]:
         test_iterations, test_errors = zip(*result["test_curve"])
         axes.plot(test_iterations, test_errors, "o", markersize=3, label="test error of best model")
-    axes.axhline(PUBLISHED[program]["validation"], color="grey", linestyle="--", label="published validation")
-    axes.axhline(PUBLISHED[program]["test"], color="black", linestyle=":", label="published test")
+    reference = "original on Theano 1.0.5" if program == "logistic_cg" else "published"  # none published
+    axes.axhline(PUBLISHED[program]["validation"], color="grey", linestyle="--", label=f"{reference} validation")
+    axes.axhline(PUBLISHED[program]["test"], color="black", linestyle=":", label=f"{reference} test")
     axes.set(xlabel="iteration", ylabel="error (%)", yscale="log", title=program)
     axes.legend()
     figure.tight_layout()
