@@ -136,7 +136,8 @@ def pool_2d(input, ws=None, ignore_border=None, stride=None, pad=(0, 0), mode="m
     strides overlap); ``pad`` zero-pads both sides and needs
     ``ignore_border=True``; ``ignore_border=False`` keeps partial windows at
     the bottom/right border.  ``mode``: 'max', 'sum', 'average_inc_pad'
-    (padding counts in the average) or 'average_exc_pad'.
+    (padding counts in the average), 'average_exc_pad' or 'l2' (the square root
+    of the sum of squares, :mod:`deeplearning_tutorial.ops.pool_kinds`).
     """
     if ws is None:
         raise ValueError("pool_2d needs ws, the pooling window (rows, cols)")
@@ -145,8 +146,12 @@ def pool_2d(input, ws=None, ignore_border=None, stride=None, pad=(0, 0), mode="m
     ws = _pair(ws, "ws")
     stride = ws if stride is None else _pair(stride, "stride")
     pad = _pair(pad, "pad")
+    if mode == "l2":
+        from deeplearning_tutorial.ops.pool_kinds import l2_pool
+
+        return l2_pool(input, ws, ignore_border, stride, pad)
     if mode not in kernels.POOL_MODES:
-        raise ValueError(f"mode must be one of {sorted(kernels.POOL_MODES)}, got {mode!r}")
+        raise ValueError(f"mode must be one of {sorted([*kernels.POOL_MODES, 'l2'])}, got {mode!r}")
     if min(ws) < 1:
         raise ValueError(f"ws must be >= 1, got {ws}")
     if min(stride) < 1:
