@@ -1,0 +1,11 @@
+"""Run the classic LeNet-5: ``python scripts/lenet5.py [--help | --summary]``."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from deeplearning_tutorial.lenet5 import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()
