@@ -94,6 +94,7 @@ SCALING = {
 }
 SUBSAMPLING = ("lecun", "max", "sum", "average_inc_pad", "average_exc_pad", "l2", "stochastic")
 IMAGE, PADDED = 28, 32
+PATIENCE_IMAGES = 10000 * 500  # the tutorial LeNet's patience, 10,000 minibatches of 500 images
 
 
 def _choice(name, value, choices):
@@ -243,6 +244,7 @@ class LeNet5:
         padded = pt.set_subtensor(
             pt.full((batch_size, 1, PADDED, PADDED), offset, dtype=input.dtype)[:, :, border:-border, border:-border],
             images)
+        self.padded_input = padded
 
         k1, k3, k5 = filter_sizes
         draws = [pt.random.shared_rng(np.random.default_rng(rng.randint(2**31))) if subsampling == "stochastic"
@@ -278,7 +280,7 @@ class LeNet5:
         return -pt.mean(pt.log(p)[pt.arange(y.shape[0]), y])
 
 
-def train_lenet5(learning_rate=0.05, n_epochs=100, dataset="mnist.pkl.gz", batch_size=50, *,
+def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_size=100, *,
                  c3_table="lecun", subsampling="lecun", squashing="lecun", scaling="lecun",
                  filter_sizes=(5, 5, 5), summary=False, seed=23455, resume=False,
                  checkpoint_file="lenet5.ckpt", best_model_file="best_model_lenet5.pkl"):
@@ -287,7 +289,9 @@ def train_lenet5(learning_rate=0.05, n_epochs=100, dataset="mnist.pkl.gz", batch
     Parameters
     ----------
     learning_rate, n_epochs, dataset, batch_size
-        As in the tutorials' ``evaluate_lenet5``.
+        As in the tutorials' ``evaluate_lenet5``.  The patience (in minibatches)
+        is that of the tutorial's LeNet in images, 10,000 minibatches of 500:
+        ``5,000,000 // batch_size``.
     c3_table : {'lecun', 'full'}
         C3's connections: the paper's Table I or every S2 map.
     subsampling : {'lecun', 'max', 'sum', 'average_inc_pad', 'average_exc_pad', 'l2', 'stochastic'}
@@ -357,7 +361,7 @@ def train_lenet5(learning_rate=0.05, n_epochs=100, dataset="mnist.pkl.gz", batch
     print("... training")
     state = run_with_checkpoints(
         train_model, validate_model, test_model, (n_train_batches, n_valid_batches, n_test_batches),
-        n_epochs=n_epochs, patience=10000, params=network.params,
+        n_epochs=n_epochs, patience=PATIENCE_IMAGES // batch_size, params=network.params,
         config=dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset), batch_size=batch_size,
                     c3_table=c3_table, subsampling=subsampling, squashing=squashing, scaling=scaling,
                     filter_sizes=list(filter_sizes), seed=seed),
