@@ -34,8 +34,12 @@ def parser_for(function: Callable, description: str | None = None) -> argparse.A
                                 default=default)
         elif isinstance(default, (list, tuple)):
             item_type = type(default[0]) if default else str
+            if item_type in (list, tuple):  # pairs per layer: one int per layer (a square) on the command line
+                item_type = type(default[0][0])
             parser.add_argument(option, dest=name, nargs="+", type=item_type, default=default,
                                 metavar=name.upper())
+        elif default is None and "tuple" in str(parameter.annotation):  # e.g. pool_strides: tuple | None
+            parser.add_argument(option, dest=name, nargs="+", type=int, default=None, metavar=name.upper())
         elif default is None:
             parser.add_argument(option, dest=name, default=None)
         else:

@@ -35,11 +35,12 @@ from deeplearning_tutorial.validation import check_hyperparameters
 class LeNetConvPoolLayer:
     """A convolution layer followed by max pooling and a tanh: ``tanh(pool(conv(x, W)) + b)``."""
 
-    def __init__(self, rng, input, filter_shape, image_shape, poolsize=(2, 2)):
+    def __init__(self, rng, input, filter_shape, image_shape, poolsize=(2, 2), *, pool_stride=None, pool_mode="max"):
         """
         filter_shape: (number of filters, number of input feature maps, filter height, filter width)
         image_shape: (batch size, number of input feature maps, image height, image width)
         poolsize: the max-pooling window (rows, cols)
+        pool_stride, pool_mode: beyond the original, ``pool_2d``'s stride (None: the window) and mode
         """
         assert image_shape[1] == filter_shape[1]
         self.input = input
@@ -58,21 +59,68 @@ class LeNetConvPoolLayer:
         self.b = pytensor.shared(value=b_values, borrow=True)
 
         conv_out = conv2d(input=input, filters=self.W, filter_shape=filter_shape, input_shape=image_shape)
-        pooled_out = pool_2d(input=conv_out, ws=poolsize, ignore_border=True)
+        pooled_out = pool_2d(input=conv_out, ws=poolsize, ignore_border=True, stride=pool_stride, mode=pool_mode)
         # the bias is broadcast over the minibatch and the feature map's rows and columns
         self.output = pt.tanh(pooled_out + self.b.dimshuffle("x", 0, "x", "x"))
         self.params = [self.W, self.b]
 
 
+POOL_MODES = ("max", "sum", "average_inc_pad", "average_exc_pad", "l2")
+
+
+def _pairs(name, values, n=2):
+    """``n`` (rows, cols) pairs from ints (squares) or pairs, as the command line gives ints."""
+    if len(values) != n:
+        raise ValueError(f"{name} needs {n} entries, one per convolution layer; got {list(values)!r}")
+    pairs = [tuple(v) if isinstance(v, (list, tuple)) else (v, v) for v in values]
+    if not all(len(p) == 2 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in p)
+               for p in pairs):
+        raise ValueError(f"{name} must be positive integers or (rows, cols) pairs of them; got {list(values)!r}")
+    return pairs
+
+
+def feature_map_sizes(filter_sizes, poolsizes, pool_strides, image=(28, 28)):
+    """The (rows, cols) after each convolution + pooling layer; ValueError naming the layer
+    whose map would shrink below 1x1."""
+    sizes, size = [], image
+    for layer, (k, ws, st) in enumerate(zip(filter_sizes, poolsizes, pool_strides)):
+        conv = (size[0] - k[0] + 1, size[1] - k[1] + 1)
+        if min(conv) < 1:
+            raise ValueError(f"layer{layer}: {k[0]}x{k[1]} filters do not fit its {size[0]}x{size[1]} input")
+        if ws[0] > conv[0] or ws[1] > conv[1]:
+            raise ValueError(f"layer{layer}: the {ws[0]}x{ws[1]} pooling window does not fit its "
+                             f"{conv[0]}x{conv[1]} convolution output (input {size[0]}x{size[1]}, "
+                             f"{k[0]}x{k[1]} filters)")
+        size = ((conv[0] - ws[0]) // st[0] + 1, (conv[1] - ws[1]) // st[1] + 1)
+        sizes.append(size)
+    return sizes
+
+
 def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nkerns=[20, 50],
-                    batch_size=500, *, seed=23455, resume=False, checkpoint_file="convolutional_mlp.ckpt",
-                    best_model_file="best_model_lenet.pkl"):
+                    batch_size=500, *, filter_sizes=(5, 5), poolsizes=((2, 2), (2, 2)),
+                    pool_strides: tuple | None = None, pool_mode="max", n_hidden=500, seed=23455,
+                    resume=False, checkpoint_file="convolutional_mlp.ckpt", best_model_file="best_model_lenet.pkl"):
     """Train LeNet on MNIST with minibatch SGD and early stopping.
 
     Beyond the original: ``seed`` replaces the original's RandomState(23455)
     seed, the best model is pickled to ``best_model_file``, Ctrl-C stops
-    cleanly and ``resume=True`` continues from ``checkpoint_file``.
+    cleanly and ``resume=True`` continues from ``checkpoint_file``.  The
+    network is tunable, as the blog post this project started from asks:
+    ``filter_sizes`` (one per convolution layer, an int for a square or a
+    pair), ``poolsizes`` and ``pool_strides`` (None: the window; smaller
+    strides overlap), ``pool_mode`` (a ``pool_2d`` mode, 'l2' included) and
+    ``n_hidden``; combinations that shrink a map below 1x1 are refused
+    before anything is loaded or compiled.
     """
+    filter_sizes, poolsizes = _pairs("filter_sizes", filter_sizes), _pairs("poolsizes", poolsizes)
+    pool_strides = poolsizes if pool_strides is None else _pairs("pool_strides", pool_strides)
+    if pool_mode not in POOL_MODES:
+        raise ValueError(f"pool_mode must be one of {', '.join(POOL_MODES)}; got {pool_mode!r} (stochastic pooling "
+                         f"needs non-negative activations: see deeplearning_tutorial.lenet5 --subsampling stochastic)")
+    if isinstance(n_hidden, bool) or not isinstance(n_hidden, int) or n_hidden < 1:
+        raise ValueError(f"n_hidden must be a positive integer, got {n_hidden!r}")
+    (h0, w0), (h1, w1) = feature_map_sizes(filter_sizes, poolsizes, pool_strides)
+    strides = None if pool_strides == poolsizes else pool_strides
     rng = np.random.RandomState(seed)
 
     datasets = load_data(dataset)
@@ -94,16 +142,18 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
     print("... building the model")
     # (batch_size, 28 * 28) -> (batch_size, 1, 28, 28)
     layer0_input = x.reshape((batch_size, 1, 28, 28))
-    # 28x28 -> conv 24x24 -> pool 12x12
+    # by default 28x28 -> conv 24x24 -> pool 12x12
     layer0 = LeNetConvPoolLayer(rng, input=layer0_input, image_shape=(batch_size, 1, 28, 28),
-                                filter_shape=(nkerns[0], 1, 5, 5), poolsize=(2, 2))
-    # 12x12 -> conv 8x8 -> pool 4x4
-    layer1 = LeNetConvPoolLayer(rng, input=layer0.output, image_shape=(batch_size, nkerns[0], 12, 12),
-                                filter_shape=(nkerns[1], nkerns[0], 5, 5), poolsize=(2, 2))
+                                filter_shape=(nkerns[0], 1, *filter_sizes[0]), poolsize=poolsizes[0],
+                                pool_stride=strides and strides[0], pool_mode=pool_mode)
+    # by default 12x12 -> conv 8x8 -> pool 4x4
+    layer1 = LeNetConvPoolLayer(rng, input=layer0.output, image_shape=(batch_size, nkerns[0], h0, w0),
+                                filter_shape=(nkerns[1], nkerns[0], *filter_sizes[1]), poolsize=poolsizes[1],
+                                pool_stride=strides and strides[1], pool_mode=pool_mode)
     # (batch_size, nkerns[1], 4, 4) -> (batch_size, nkerns[1] * 4 * 4)
     layer2_input = layer1.output.flatten(2)
-    layer2 = HiddenLayer(rng, input=layer2_input, n_in=nkerns[1] * 4 * 4, n_out=500, activation=pt.tanh)
-    layer3 = LogisticRegression(input=layer2.output, n_in=500, n_out=10)
+    layer2 = HiddenLayer(rng, input=layer2_input, n_in=nkerns[1] * h1 * w1, n_out=n_hidden, activation=pt.tanh)
+    layer3 = LogisticRegression(input=layer2.output, n_in=n_hidden, n_out=10)
     cost = layer3.negative_log_likelihood(y)
 
     def minibatch(data):
@@ -130,7 +180,8 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
         train_model, validate_model, test_model, (n_train_batches, n_valid_batches, n_test_batches),
         n_epochs=n_epochs, patience=10000, params=params,
         config=dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset),
-                    nkerns=list(nkerns), batch_size=batch_size, seed=seed),
+                    nkerns=list(nkerns), batch_size=batch_size, seed=seed,
+                    **_network_options(filter_sizes, poolsizes, strides, pool_mode, n_hidden)),
         best_model=BestModel(x, layer3.y_pred, [layer0, layer1, layer2, layer3], batch_size=batch_size),
         best_model_file=best_model_file, checkpoint_file=checkpoint_file, resume=resume,
         report_iter_every=100,
@@ -141,6 +192,17 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
     print("The code for file " + os.path.split(__file__)[1]
           + " ran for %.2fm" % (state.elapsed / 60.0), file=sys.stderr)
     return state
+
+
+def _network_options(filter_sizes, poolsizes, pool_strides, pool_mode, n_hidden):
+    """The network's options for the checkpoint, only where they differ from the original's,
+    so that checkpoints written before they existed still resume."""
+    options = dict(filter_sizes=[list(p) for p in filter_sizes], poolsizes=[list(p) for p in poolsizes],
+                   pool_strides=pool_strides and [list(p) for p in pool_strides], pool_mode=pool_mode,
+                   n_hidden=n_hidden)
+    original = dict(filter_sizes=[[5, 5], [5, 5]], poolsizes=[[2, 2], [2, 2]], pool_strides=None,
+                    pool_mode="max", n_hidden=500)
+    return {key: value for key, value in options.items() if value != original[key]}
 
 
 def main(argv=None):
