@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 MODELS = {
     # name: (module, entry point, arguments of the tutorial function, train minibatches timed)
     "lenet": ("convolutional_mlp", "evaluate_lenet5", {"nkerns": [20, 50], "batch_size": 500}, 20),
+    "lenet5": ("lenet5", "train_lenet5", {"batch_size": 100}, 100),
     "mlp": ("mlp", "test_mlp", {"batch_size": 20}, 500),
     "logistic": ("logistic_sgd", "sgd_optimization_mnist", {"batch_size": 600}, 83),
     "logistic_cg": ("logistic_cg", "cg_optimization_mnist", {}, 83),  # timed by measure_cg
@@ -150,8 +151,8 @@ def measure_cg(repeats: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="lenet,mlp,logistic,logistic_cg",
-                        help="comma-separated: lenet, mlp, logistic, logistic_cg")
+    parser.add_argument("--models", default="lenet,lenet5,mlp,logistic,logistic_cg",
+                        help="comma-separated: lenet, lenet5, mlp, logistic, logistic_cg")
     parser.add_argument("--modes", default="NUMBA,CVM", help="comma-separated PyTensor modes")
     parser.add_argument("--floatX", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (min and median reported)")
