@@ -52,19 +52,16 @@ import os
 import sys
 from dataclasses import dataclass
 
-# as in convolutional_mlp: idle OpenBLAS threads must not spin between products
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
 
-import numpy as np  # noqa: E402
-import pytensor  # noqa: E402
-import pytensor.tensor as pt  # noqa: E402
-
-from deeplearning_tutorial import cli  # noqa: E402
-from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data  # noqa: E402
-from deeplearning_tutorial.mlp import HiddenLayer  # noqa: E402
-from deeplearning_tutorial.ops import conv2d, pool_2d, stochastic_pool_2d  # noqa: E402
-from deeplearning_tutorial.training import BestModel, run_with_checkpoints  # noqa: E402
-from deeplearning_tutorial.validation import check_hyperparameters  # noqa: E402
+from deeplearning_tutorial import cli, speedups
+from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
+from deeplearning_tutorial.mlp import HiddenLayer
+from deeplearning_tutorial.ops import conv2d, pool_2d, stochastic_pool_2d
+from deeplearning_tutorial.training import BestModel, run_with_checkpoints
+from deeplearning_tutorial.validation import check_hyperparameters
 
 # Which S2 maps each C3 map sees: the paper's Table I, or all six.
 C3_TABLES = {
@@ -350,13 +347,15 @@ def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_
         return data[index * batch_size: (index + 1) * batch_size]
 
     test_model = pytensor.function([index], network.errors(y),
-                                   givens={x: minibatch(test_set_x), y: minibatch(test_set_y)})
+                                   givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=speedups.mode())
     validate_model = pytensor.function([index], network.errors(y),
-                                       givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)})
+                                       givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)},
+                                       mode=speedups.mode())
     grads = pt.grad(cost, network.params)
     updates = [(p, p - learning_rate * g) for p, g in zip(network.params, grads)]
     train_model = pytensor.function([index], cost, updates=updates,
-                                    givens={x: minibatch(train_set_x), y: minibatch(train_set_y)})
+                                    givens={x: minibatch(train_set_x), y: minibatch(train_set_y)},
+                                    mode=speedups.mode())
 
     print("... training")
     state = run_with_checkpoints(
