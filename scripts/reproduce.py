@@ -197,19 +197,20 @@ def results_table(results: dict[str, dict]) -> str:
         "published time, hardware | our time | time ratio |",
         "|---|---|---|---|---|---|---|",
     ]
-    def published(value, format_):  # a figure the publication does not give is "-"
-        return "-" if value is None else format(value, format_)
+    def published(value, format_, unit=""):  # a figure the publication does not give is "-"
+        return "-" if value is None else format(value, format_) + unit
 
     for program, r in results.items():
         p = PUBLISHED[program]
         minutes = r["wall_seconds"] / 60
         valid_difference = None if p["validation"] is None else r["validation"] - p["validation"]
+        ratio = None if p["minutes"] is None else p["minutes"] / minutes
         lines.append(
-            f"| {program} | {published(p['validation'], '.6f')} % / {p['test']:.6f} % ({p['when']}) "
+            f"| {program} | {published(p['validation'], '.6f', ' %')} / {p['test']:.6f} % ({p['when']}) "
             f"| {r['validation']:.6f} % / {r['test']:.6f} % (iteration {r['best_iteration']}, {r['epochs']} epochs) "
             f"| {published(valid_difference, '+.6f')} / {r['test'] - p['test']:+.6f} "
-            f"| {published(p['minutes'], '.2f')} min, {p['hardware']} | {minutes:.2f} min ({r['floatX']}, {r['mode']}) "
-            f"| {published(p['minutes'] and p['minutes'] / minutes, '.1f')}x faster |"
+            f"| {published(p['minutes'], '.2f', ' min')}, {p['hardware']} | {minutes:.2f} min ({r['floatX']}, {r['mode']}) "
+            f"| {published(ratio, '.1f', 'x faster')} |"
         )
     with_seeds = {program: r["seed_summary"] for program, r in results.items() if r.get("seed_summary")}
     if with_seeds:
