@@ -112,6 +112,7 @@ PROGRAMS: dict[str, Program] = {program.name: program for program in (
     Program("convolutional_mlp", "deeplearning_tutorial.convolutional_mlp:evaluate_lenet5"),
     Program("logistic_cg", "deeplearning_tutorial.logistic_cg:cg_optimization_mnist",
             dataset_argument="mnist_pkl_gz"),
+    Program("lenet5", "deeplearning_tutorial.lenet5:train_lenet5"),
 )}
 
 # Arguments about a run's files, not its result: every trial runs in a folder

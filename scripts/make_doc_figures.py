@@ -67,9 +67,12 @@ def main() -> None:
     (train_x, _), _, _ = datasets.read_dataset(datasets.DATA_DIR / "mnist.pkl.gz")
     draw_training_image(train_x, 8, FIGURES / "mnist_train_8.png")
     draw_first_digits(train_x, FIGURES / "mnist_first_100.png")
-    from deeplearning_tutorial.lenet5 import c3_connection_table
+    from deeplearning_tutorial.lenet5 import C3_TABLES
 
-    draw_c3_connections(c3_connection_table("lecun"), FIGURES / "c3_connections.png")
+    table = np.zeros((6, len(C3_TABLES["lecun"])))
+    for c3_map, s2_maps in enumerate(C3_TABLES["lecun"]):
+        table[list(s2_maps), c3_map] = 1
+    draw_c3_connections(table, FIGURES / "c3_connections.png")
     print(f"wrote the figures in {FIGURES}")
 
 
