@@ -28,8 +28,9 @@ from deeplearning_tutorial import cli, speedups
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
 from deeplearning_tutorial.ops import conv2d, pool_2d
-from deeplearning_tutorial.training import BestModel, run_with_checkpoints
-from deeplearning_tutorial.validation import check_hyperparameters
+from deeplearning_tutorial.checkpoints import RunFiles
+from deeplearning_tutorial.training import CompiledModel, ReportIterations, train
+from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
 
 class LeNetConvPoolLayer:
@@ -64,34 +65,16 @@ class LeNetConvPoolLayer:
         self.params = [self.W, self.b]
 
 
-def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nkerns=[20, 50],
-                    batch_size=500, *, seed=23455, resume=False, checkpoint_file="convolutional_mlp.ckpt",
-                    best_model_file="best_model_lenet.pkl"):
-    """Train LeNet on MNIST with minibatch SGD and early stopping.
+def lenet_layers(rng, x, nkerns, batch_size):
+    """The tutorial's four layers on the image matrix ``x`` (batch_size, 784), drawn from ``rng``.
 
-    Beyond the original: ``seed`` replaces the original's RandomState(23455)
-    seed, the best model is pickled to ``best_model_file``, Ctrl-C stops
-    cleanly and ``resume=True`` continues from ``checkpoint_file``.
+    Returns
+    -------
+    list
+        ``[layer0, layer1, layer2, layer3]``: the two :class:`LeNetConvPoolLayer`,
+        the :class:`~deeplearning_tutorial.mlp.HiddenLayer` and the
+        :class:`~deeplearning_tutorial.logistic_sgd.LogisticRegression` on top.
     """
-    rng = np.random.RandomState(seed)
-
-    datasets = load_data(dataset)
-    train_set_x, train_set_y = datasets[0]
-    valid_set_x, valid_set_y = datasets[1]
-    test_set_x, test_set_y = datasets[2]
-    check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
-                          split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets],
-                          nkerns=nkerns)
-
-    n_train_batches = train_set_x.get_value(borrow=True).shape[0] // batch_size
-    n_valid_batches = valid_set_x.get_value(borrow=True).shape[0] // batch_size
-    n_test_batches = test_set_x.get_value(borrow=True).shape[0] // batch_size
-
-    index = pt.lscalar()
-    x = pt.matrix("x")  # rasterized images
-    y = pt.ivector("y")
-
-    print("... building the model")
     # (batch_size, 28 * 28) -> (batch_size, 1, 28, 28)
     layer0_input = x.reshape((batch_size, 1, 28, 28))
     # 28x28 -> conv 24x24 -> pool 12x12
@@ -104,37 +87,115 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
     layer2_input = layer1.output.flatten(2)
     layer2 = HiddenLayer(rng, input=layer2_input, n_in=nkerns[1] * 4 * 4, n_out=500, activation=pt.tanh)
     layer3 = LogisticRegression(input=layer2.output, n_in=500, n_out=10)
+    return [layer0, layer1, layer2, layer3]
+
+
+def build_model(datasets, learning_rate=0.1, nkerns=[20, 50], batch_size=500, seed=23455, mode=None):
+    """Build LeNet and compile its minibatch functions.
+
+    Parameters
+    ----------
+    datasets
+        What :func:`~deeplearning_tutorial.logistic_sgd.load_data` returned.
+    learning_rate
+        The SGD step size.
+    nkerns
+        Feature maps of the two convolution layers.
+    batch_size
+        Examples per minibatch (the graph is built for exactly this many).
+    seed
+        Seed of the RandomState all weights are drawn from, layer after layer.
+    mode
+        The PyTensor mode the functions are compiled in, with the package's
+        speed-ups included (:func:`deeplearning_tutorial.speedups.mode`); None:
+        PyTensor's default mode.
+
+    Returns
+    -------
+    CompiledModel
+        The layers (``classifier`` is ``[layer0, layer1, layer2, layer3]``),
+        their parameters, the three compiled minibatch functions and the
+        number of minibatches of each split.
+    """
+    mode = speedups.mode(mode)
+    rng = np.random.RandomState(seed)
+    train_set_x, train_set_y = datasets[0]
+    valid_set_x, valid_set_y = datasets[1]
+    test_set_x, test_set_y = datasets[2]
+
+    n_train_batches = train_set_x.get_value(borrow=True).shape[0] // batch_size
+    n_valid_batches = valid_set_x.get_value(borrow=True).shape[0] // batch_size
+    n_test_batches = test_set_x.get_value(borrow=True).shape[0] // batch_size
+
+    index = pt.lscalar()
+    x = pt.matrix("x")  # rasterized images
+    y = pt.ivector("y")
+
+    print("... building the model")
+    layer0, layer1, layer2, layer3 = lenet_layers(rng, x, nkerns, batch_size)
     cost = layer3.negative_log_likelihood(y)
 
     def minibatch(data):
         return data[index * batch_size : (index + 1) * batch_size]
 
     test_model = pytensor.function(
-        [index], layer3.errors(y), givens={x: minibatch(test_set_x), y: minibatch(test_set_y)},
-        mode=speedups.mode(),
+        [index], layer3.errors(y), givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=mode,
     )
     validate_model = pytensor.function(
-        [index], layer3.errors(y), givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)},
-        mode=speedups.mode(),
+        [index], layer3.errors(y), givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)}, mode=mode,
     )
     params = layer3.params + layer2.params + layer1.params + layer0.params
     grads = pt.grad(cost, params)
     updates = [(param_i, param_i - learning_rate * grad_i) for param_i, grad_i in zip(params, grads)]
     train_model = pytensor.function(
         [index], cost, updates=updates, givens={x: minibatch(train_set_x), y: minibatch(train_set_y)},
-        mode=speedups.mode(),
+        mode=mode,
     )
+    return CompiledModel([layer0, layer1, layer2, layer3], params, train_model, validate_model, test_model,
+                         n_train_batches, n_valid_batches, n_test_batches)
+
+
+def rebuild_classifier(x, config):
+    """LeNet of a saved run, on the image matrix ``x``, for :func:`~deeplearning_tutorial.checkpoints.load_best_model`.
+
+    ``config`` holds the run's arguments; the weights drawn here are replaced
+    by the saved ones.  Returns the layers, the predicted classes, the
+    parameters (in ``build_model``'s order) and the batch size the graph takes.
+    """
+    nkerns, batch_size = config["nkerns"], config["batch_size"]
+    check_positive_ints("nkerns", nkerns, count=2)
+    check_positive_ints("batch_size", [batch_size], count=1)
+    layer0, layer1, layer2, layer3 = lenet_layers(np.random.RandomState(0), x, nkerns, batch_size)
+    params = layer3.params + layer2.params + layer1.params + layer0.params
+    return [layer0, layer1, layer2, layer3], layer3.y_pred, params, batch_size
+
+
+def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nkerns=[20, 50],
+                    batch_size=500, *, seed=23455, resume=False, discard_checkpoint=False,
+                    checkpoint_file="convolutional_mlp.ckpt", best_model_file="best_model_lenet.npz"):
+    """Train LeNet on MNIST with minibatch SGD and early stopping.
+
+    Beyond the original: ``seed`` replaces the original's RandomState(23455)
+    seed; the best model is saved to ``best_model_file`` (load it with
+    :func:`~deeplearning_tutorial.checkpoints.load_best_model`); Ctrl-C or
+    SIGTERM stops cleanly, ``resume=True`` continues from ``checkpoint_file``,
+    and ``discard_checkpoint=True`` starts over an interrupted run's checkpoint.
+    """
+    datasets = load_data(dataset)
+    check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
+                          split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets],
+                          nkerns=nkerns)
+    config = dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset),
+                  nkerns=list(nkerns), batch_size=batch_size, seed=seed, floatX=pytensor.config.floatX)
+    files = RunFiles("convolutional_mlp", config, checkpoint_file, best_model_file, resume=resume,
+                     discard_checkpoint=discard_checkpoint)
+
+    model = build_model(datasets, learning_rate=learning_rate, nkerns=nkerns, batch_size=batch_size, seed=seed)
 
     print("... training")
-    state = run_with_checkpoints(
-        train_model, validate_model, test_model, (n_train_batches, n_valid_batches, n_test_batches),
-        n_epochs=n_epochs, patience=10000, params=params,
-        config=dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset),
-                    nkerns=list(nkerns), batch_size=batch_size, seed=seed),
-        best_model=BestModel(x, layer3.y_pred, [layer0, layer1, layer2, layer3], batch_size=batch_size),
-        best_model_file=best_model_file, checkpoint_file=checkpoint_file, resume=resume,
-        report_iter_every=100,
-    )
+    state = train(model, n_epochs, patience=10000, files=files, hooks=[ReportIterations(100)])
+    if state.stopped_by is not None:
+        return state
     print("Optimization complete.")
     print("Best validation score of %f %% obtained at iteration %i, with test performance %f %%"
           % (state.best_validation_loss * 100.0, state.best_iter + 1, state.test_score * 100.0))
