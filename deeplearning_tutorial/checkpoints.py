@@ -239,9 +239,9 @@ class Checkpoint:
             raise RunFileError(f"{exc}\nA new run would overwrite it: pass --discard-checkpoint to do so, "
                                f"or --checkpoint-file with another name.") from None
         if description.get("finished") or discard:
-            if not description.get("finished"):
-                print(f"Discarding the interrupted run in {self.path} ({_progress(description['state'])})",
-                      file=sys.stderr)
+            what = "finished" if description.get("finished") else "interrupted"
+            print(f"Replacing the {what} run in {self.path} ({description.get('program')} with "
+                  f"{describe_config(description.get('config', {}))})", file=sys.stderr)
             return
         raise RunFileError(
             f"{self.path} holds an interrupted run ({description.get('program')} with "

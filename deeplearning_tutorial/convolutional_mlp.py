@@ -209,7 +209,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    # run the package's module, not this __main__ copy, so pickled models name an importable class
-    from deeplearning_tutorial.convolutional_mlp import main as package_main
-
-    package_main()
+    main()

@@ -154,9 +154,11 @@ def test_checkpoint_round_trip_and_its_refusals(tmp_path, capsys):
     with pytest.raises(RunFileError, match=r"holds an interrupted run .*--resume.*--discard-checkpoint"):
         other.check_start(resume=False, discard=False)
     other.check_start(resume=False, discard=True)  # told to: allowed
-    assert "Discarding the interrupted run" in capsys.readouterr().err
+    assert "Replacing the interrupted run in" in capsys.readouterr().err
     Checkpoint(path, "mlp", CONFIG).save(state, params, finished=True)
-    other.check_start(resume=False, discard=False)  # a finished run's checkpoint may be replaced
+    other.check_start(resume=False, discard=False)  # a finished run's checkpoint may be replaced, with a note
+    err = capsys.readouterr().err
+    assert "Replacing the finished run in" in err and "n_hidden=7" in err
     with pytest.raises(RunFileError, match="no checkpoint at"):
         Checkpoint(tmp_path / "none.ckpt", "mlp", CONFIG).check_start(resume=True, discard=False)
     with pytest.raises(RunFileError, match="not written for this model"):
