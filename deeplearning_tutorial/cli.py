@@ -13,7 +13,8 @@ import inspect
 import json
 import signal
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from deeplearning_tutorial import speedups
 from deeplearning_tutorial.datasets import DatasetError, atomic_write

@@ -25,10 +25,10 @@ import pytensor
 import pytensor.tensor as pt
 
 from deeplearning_tutorial import cli, speedups
+from deeplearning_tutorial.checkpoints import RunFiles
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
 from deeplearning_tutorial.ops import conv2d, pool_2d
-from deeplearning_tutorial.checkpoints import RunFiles
 from deeplearning_tutorial.training import CompiledModel, ReportIterations, train
 from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
@@ -90,7 +90,7 @@ def lenet_layers(rng, x, nkerns, batch_size):
     return [layer0, layer1, layer2, layer3]
 
 
-def build_model(datasets, learning_rate=0.1, nkerns=[20, 50], batch_size=500, seed=23455, mode=None):
+def build_model(datasets, learning_rate=0.1, nkerns=(20, 50), batch_size=500, seed=23455, mode=None):
     """Build LeNet and compile its minibatch functions.
 
     Parameters

@@ -21,8 +21,8 @@ import pytensor
 import pytensor.tensor as pt
 
 from deeplearning_tutorial import cli, speedups
-from deeplearning_tutorial.datasets import atomic_write, ensure_dataset
 from deeplearning_tutorial.checkpoints import RunFiles
+from deeplearning_tutorial.datasets import atomic_write, ensure_dataset
 from deeplearning_tutorial.training import CompiledModel, train
 from deeplearning_tutorial.validation import check_hyperparameters
 

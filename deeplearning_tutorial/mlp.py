@@ -18,8 +18,8 @@ import pytensor
 import pytensor.tensor as pt
 
 from deeplearning_tutorial import cli, speedups
-from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.checkpoints import RunFiles
+from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.training import CompiledModel, train
 from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
@@ -131,7 +131,8 @@ def build_model(datasets, learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, batch_
 
 
 def rebuild_classifier(x, config):
-    """The MLP of a saved run, on the image matrix ``x``, for :func:`~deeplearning_tutorial.checkpoints.load_best_model`.
+    """The MLP of a saved run on the image matrix ``x``, for
+    :func:`~deeplearning_tutorial.checkpoints.load_best_model`.
 
     ``config`` holds the run's arguments; the weights drawn here are replaced by the saved ones.
     Returns the classifier, its predicted classes, its parameters and None (any batch size).

@@ -132,12 +132,13 @@ def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool, s
     if not resume:
         earlier_record = {}
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTENSOR_FLAGS": f"floatX={floatX},mode={mode}"}
-    print(f"running {' '.join(command[1:])} ({floatX}, {mode}); log: {log_path}", flush=True)
     wall_before = earlier_record.get("wall_seconds", 0.0)
     earlier.write_text(json.dumps({**record, "wall_seconds": wall_before}))
     history_path.unlink(missing_ok=True)
-    started = time.perf_counter()
     with open(log_path, "a" if resume else "w") as log, _signals_for_the_child() as child:
+        # from here on a Ctrl-C is the tutorial's: say so only now
+        print(f"running {' '.join(command[1:])} ({floatX}, {mode}); log: {log_path}", flush=True)
+        started = time.perf_counter()
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.PIPE,
                                    text=True)
         child.process = process
@@ -379,7 +380,7 @@ def main(argv=None) -> int:
                         _refuse_interrupted_checkpoint(workdir, program)
                     run = run_program(program, args.out, floatX, args.mode, args.resume, seed, program_args)
                 except KeyboardInterrupt as stop:
-                    print(stop, file=sys.stderr)
+                    print(stop or f"interrupted before {program} started", file=sys.stderr)
                     return 130
                 except RuntimeError as failure:
                     print(f"error: {failure}", file=sys.stderr)

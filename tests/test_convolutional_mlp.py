@@ -15,10 +15,10 @@ from scipy import signal as scipy_signal
 
 from conftest import REPO, run_python
 from deeplearning_tutorial import convolutional_mlp
+from deeplearning_tutorial.checkpoints import load_best_model
 from deeplearning_tutorial.convolutional_mlp import LeNetConvPoolLayer
 from deeplearning_tutorial.datasets import read_dataset
 from deeplearning_tutorial.logistic_sgd import LogisticRegression
-from deeplearning_tutorial.checkpoints import load_best_model
 
 floatX = pytensor.config.floatX
 SCRIPT = str(REPO / "scripts" / "convolutional_mlp.py")

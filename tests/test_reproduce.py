@@ -50,7 +50,8 @@ def test_seeds_repeat_a_run_with_the_next_seeds_and_report_their_spread(mnist_pa
     result = json.loads((tmp_path / "mlp.json").read_text())
     other = json.loads((tmp_path / "seeds" / "mlp_seed1235.json").read_text())
     assert result["seed"] == 1234 and other["seed"] == 1235
-    assert result["arguments"] == ["--n-epochs", "1", "--n-hidden", "20", "--batch-size", "100", "--learning-rate", "0.1"]
+    assert result["arguments"] == ["--n-epochs", "1", "--n-hidden", "20", "--batch-size", "100",
+                                   "--learning-rate", "0.1"]
     # another seed is another initialisation, hence another (sane) result
     assert result["validation_curve"] != other["validation_curve"]
     assert 3 < other["test"] < 30
