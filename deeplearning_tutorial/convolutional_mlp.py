@@ -33,6 +33,7 @@ from deeplearning_tutorial.training import CompiledModel, ReportIterations, trai
 from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
 
+# start-snippet-1
 class LeNetConvPoolLayer:
     """A convolution layer followed by max pooling and a tanh: ``tanh(pool(conv(x, W)) + b)``."""
 
@@ -63,8 +64,10 @@ class LeNetConvPoolLayer:
         # the bias is broadcast over the minibatch and the feature map's rows and columns
         self.output = pt.tanh(pooled_out + self.b.dimshuffle("x", 0, "x", "x"))
         self.params = [self.W, self.b]
+# end-snippet-1
 
 
+# start-snippet-2
 def lenet_layers(rng, x, nkerns, batch_size):
     """The tutorial's four layers on the image matrix ``x`` (batch_size, 784), drawn from ``rng``.
 
@@ -88,6 +91,7 @@ def lenet_layers(rng, x, nkerns, batch_size):
     layer2 = HiddenLayer(rng, input=layer2_input, n_in=nkerns[1] * 4 * 4, n_out=500, activation=pt.tanh)
     layer3 = LogisticRegression(input=layer2.output, n_in=500, n_out=10)
     return [layer0, layer1, layer2, layer3]
+# end-snippet-2
 
 
 def build_model(datasets, learning_rate=0.1, nkerns=(20, 50), batch_size=500, seed=23455, mode=None):

@@ -27,6 +27,7 @@ from deeplearning_tutorial.training import CompiledModel, train
 from deeplearning_tutorial.validation import check_hyperparameters
 
 
+# start-snippet-1
 class LogisticRegression:
     """Multi-class logistic regression: a softmax over ``dot(input, W) + b``."""
 
@@ -63,6 +64,7 @@ class LogisticRegression:
         if y.dtype.startswith("int"):
             return pt.mean(pt.neq(self.y_pred, y))
         raise NotImplementedError()
+# end-snippet-1
 
 
 def load_data(dataset):

@@ -24,6 +24,7 @@ from deeplearning_tutorial.training import CompiledModel, train
 from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
 
+# start-snippet-1
 class HiddenLayer:
     """A fully connected layer: ``activation(dot(input, W) + b)``."""
 
@@ -46,8 +47,10 @@ class HiddenLayer:
         lin_output = pt.dot(input, self.W) + self.b
         self.output = lin_output if activation is None else activation(lin_output)
         self.params = [self.W, self.b]
+# end-snippet-1
 
 
+# start-snippet-2
 class MLP:
     """A tanh hidden layer followed by a softmax (logistic regression) layer."""
 
@@ -61,6 +64,7 @@ class MLP:
         self.errors = self.logRegressionLayer.errors
         self.params = self.hiddenLayer.params + self.logRegressionLayer.params
         self.input = input
+# end-snippet-2
 
 
 def build_model(datasets, learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, batch_size=20, n_hidden=500,
