@@ -25,13 +25,15 @@ import pytensor
 import pytensor.tensor as pt
 
 from deeplearning_tutorial import cli, speedups
+from deeplearning_tutorial.checkpoints import RunFiles
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
 from deeplearning_tutorial.ops import conv2d, pool_2d
-from deeplearning_tutorial.training import BestModel, run_with_checkpoints
-from deeplearning_tutorial.validation import check_hyperparameters
+from deeplearning_tutorial.training import CompiledModel, ReportIterations, train
+from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
 
+# start-snippet-1
 class LeNetConvPoolLayer:
     """A convolution layer followed by max pooling and a tanh: ``tanh(pool(conv(x, W)) + b)``."""
 
@@ -63,6 +65,7 @@ class LeNetConvPoolLayer:
         # the bias is broadcast over the minibatch and the feature map's rows and columns
         self.output = pt.tanh(pooled_out + self.b.dimshuffle("x", 0, "x", "x"))
         self.params = [self.W, self.b]
+# end-snippet-1
 
 
 POOL_MODES = ("max", "sum", "average_inc_pad", "average_exc_pad", "l2")
@@ -96,21 +99,31 @@ def feature_map_sizes(filter_sizes, poolsizes, pool_strides, image=(28, 28)):
     return sizes
 
 
-def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nkerns=[20, 50],
-                    batch_size=500, *, filter_sizes=(5, 5), poolsizes=((2, 2), (2, 2)),
-                    pool_strides: tuple | None = None, pool_mode="max", n_hidden=500, seed=23455,
-                    resume=False, checkpoint_file="convolutional_mlp.ckpt", best_model_file="best_model_lenet.pkl"):
-    """Train LeNet on MNIST with minibatch SGD and early stopping.
+def network_options(filter_sizes=(5, 5), poolsizes=((2, 2), (2, 2)), pool_strides=None, pool_mode="max",
+                    n_hidden=500):
+    """Check LeNet's tunable network and put it in the form :func:`lenet_layers` takes.
 
-    Beyond the original: ``seed`` replaces the original's RandomState(23455)
-    seed, the best model is pickled to ``best_model_file``, Ctrl-C stops
-    cleanly and ``resume=True`` continues from ``checkpoint_file``.  The
-    network is tunable, as the blog post this project started from asks:
-    ``filter_sizes`` (one per convolution layer, an int for a square or a
-    pair), ``poolsizes`` and ``pool_strides`` (None: the window; smaller
-    strides overlap), ``pool_mode`` (a ``pool_2d`` mode, 'l2' included) and
-    ``n_hidden``; combinations that shrink a map below 1x1 are refused
-    before anything is loaded or compiled.
+    Parameters
+    ----------
+    filter_sizes, poolsizes, pool_strides
+        One entry per convolution layer: an int (a square) or a (rows, cols)
+        pair; ``pool_strides`` None (or equal to the windows) means the
+        window, smaller strides overlap.
+    pool_mode
+        A ``pool_2d`` mode, 'l2' included.
+    n_hidden
+        Units of the tanh layer.
+
+    Returns
+    -------
+    dict
+        The same keys, with (rows, cols) tuples and ``pool_strides`` None
+        when the strides are the windows.
+
+    Raises
+    ------
+    ValueError
+        Saying which option is wrong, or which layer's map would shrink below 1x1.
     """
     filter_sizes, poolsizes = _pairs("filter_sizes", filter_sizes), _pairs("poolsizes", poolsizes)
     pool_strides = poolsizes if pool_strides is None else _pairs("pool_strides", pool_strides)
@@ -119,27 +132,32 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
                          f"needs non-negative activations: see deeplearning_tutorial.lenet5 --subsampling stochastic)")
     if isinstance(n_hidden, bool) or not isinstance(n_hidden, int) or n_hidden < 1:
         raise ValueError(f"n_hidden must be a positive integer, got {n_hidden!r}")
-    (h0, w0), (h1, w1) = feature_map_sizes(filter_sizes, poolsizes, pool_strides)
-    strides = None if pool_strides == poolsizes else pool_strides
-    rng = np.random.RandomState(seed)
+    feature_map_sizes(filter_sizes, poolsizes, pool_strides)
+    return dict(filter_sizes=filter_sizes, poolsizes=poolsizes,
+                pool_strides=None if pool_strides == poolsizes else pool_strides, pool_mode=pool_mode,
+                n_hidden=n_hidden)
 
-    datasets = load_data(dataset)
-    train_set_x, train_set_y = datasets[0]
-    valid_set_x, valid_set_y = datasets[1]
-    test_set_x, test_set_y = datasets[2]
-    check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
-                          split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets],
-                          nkerns=nkerns)
 
-    n_train_batches = train_set_x.get_value(borrow=True).shape[0] // batch_size
-    n_valid_batches = valid_set_x.get_value(borrow=True).shape[0] // batch_size
-    n_test_batches = test_set_x.get_value(borrow=True).shape[0] // batch_size
+ORIGINAL_NETWORK = network_options()
 
-    index = pt.lscalar()
-    x = pt.matrix("x")  # rasterized images
-    y = pt.ivector("y")
 
-    print("... building the model")
+# start-snippet-2
+def lenet_layers(rng, x, nkerns, batch_size, network=ORIGINAL_NETWORK):
+    """The tutorial's four layers on the image matrix ``x`` (batch_size, 784), drawn from ``rng``.
+
+    ``network`` is what :func:`network_options` returned; the default is the
+    tutorial's (5x5 filters, 2x2 max pooling, 500 hidden units).
+
+    Returns
+    -------
+    list
+        ``[layer0, layer1, layer2, layer3]``: the two :class:`LeNetConvPoolLayer`,
+        the :class:`~deeplearning_tutorial.mlp.HiddenLayer` and the
+        :class:`~deeplearning_tutorial.logistic_sgd.LogisticRegression` on top.
+    """
+    filter_sizes, poolsizes, strides = network["filter_sizes"], network["poolsizes"], network["pool_strides"]
+    pool_mode, n_hidden = network["pool_mode"], network["n_hidden"]
+    (h0, w0), (h1, w1) = feature_map_sizes(filter_sizes, poolsizes, strides or poolsizes)
     # (batch_size, 28 * 28) -> (batch_size, 1, 28, 28)
     layer0_input = x.reshape((batch_size, 1, 28, 28))
     # by default 28x28 -> conv 24x24 -> pool 12x12
@@ -154,38 +172,132 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
     layer2_input = layer1.output.flatten(2)
     layer2 = HiddenLayer(rng, input=layer2_input, n_in=nkerns[1] * h1 * w1, n_out=n_hidden, activation=pt.tanh)
     layer3 = LogisticRegression(input=layer2.output, n_in=n_hidden, n_out=10)
+    return [layer0, layer1, layer2, layer3]
+# end-snippet-2
+
+
+def build_model(datasets, learning_rate=0.1, nkerns=(20, 50), batch_size=500, seed=23455, mode=None,
+                network=ORIGINAL_NETWORK):
+    """Build LeNet and compile its minibatch functions.
+
+    Parameters
+    ----------
+    datasets
+        What :func:`~deeplearning_tutorial.logistic_sgd.load_data` returned.
+    learning_rate
+        The SGD step size.
+    nkerns
+        Feature maps of the two convolution layers.
+    batch_size
+        Examples per minibatch (the graph is built for exactly this many).
+    seed
+        Seed of the RandomState all weights are drawn from, layer after layer.
+    mode
+        The PyTensor mode the functions are compiled in, with the package's
+        speed-ups included (:func:`deeplearning_tutorial.speedups.mode`); None:
+        PyTensor's default mode.
+    network
+        The tunable network, as :func:`network_options` returned it.
+
+    Returns
+    -------
+    CompiledModel
+        The layers (``classifier`` is ``[layer0, layer1, layer2, layer3]``),
+        their parameters, the three compiled minibatch functions and the
+        number of minibatches of each split.
+    """
+    mode = speedups.mode(mode)
+    rng = np.random.RandomState(seed)
+    train_set_x, train_set_y = datasets[0]
+    valid_set_x, valid_set_y = datasets[1]
+    test_set_x, test_set_y = datasets[2]
+
+    n_train_batches = train_set_x.get_value(borrow=True).shape[0] // batch_size
+    n_valid_batches = valid_set_x.get_value(borrow=True).shape[0] // batch_size
+    n_test_batches = test_set_x.get_value(borrow=True).shape[0] // batch_size
+
+    index = pt.lscalar()
+    x = pt.matrix("x")  # rasterized images
+    y = pt.ivector("y")
+
+    print("... building the model")
+    layer0, layer1, layer2, layer3 = lenet_layers(rng, x, nkerns, batch_size, network)
     cost = layer3.negative_log_likelihood(y)
 
     def minibatch(data):
         return data[index * batch_size : (index + 1) * batch_size]
 
     test_model = pytensor.function(
-        [index], layer3.errors(y), givens={x: minibatch(test_set_x), y: minibatch(test_set_y)},
-        mode=speedups.mode(),
+        [index], layer3.errors(y), givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=mode,
     )
     validate_model = pytensor.function(
-        [index], layer3.errors(y), givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)},
-        mode=speedups.mode(),
+        [index], layer3.errors(y), givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)}, mode=mode,
     )
     params = layer3.params + layer2.params + layer1.params + layer0.params
     grads = pt.grad(cost, params)
     updates = [(param_i, param_i - learning_rate * grad_i) for param_i, grad_i in zip(params, grads)]
     train_model = pytensor.function(
         [index], cost, updates=updates, givens={x: minibatch(train_set_x), y: minibatch(train_set_y)},
-        mode=speedups.mode(),
+        mode=mode,
     )
+    return CompiledModel([layer0, layer1, layer2, layer3], params, train_model, validate_model, test_model,
+                         n_train_batches, n_valid_batches, n_test_batches)
+
+
+def rebuild_classifier(x, config):
+    """LeNet of a saved run, on the image matrix ``x``, for :func:`~deeplearning_tutorial.checkpoints.load_best_model`.
+
+    ``config`` holds the run's arguments (the network's options only where
+    they are not the tutorial's); the weights drawn here are replaced
+    by the saved ones.  Returns the layers, the predicted classes, the
+    parameters (in ``build_model``'s order) and the batch size the graph takes.
+    """
+    nkerns, batch_size = config["nkerns"], config["batch_size"]
+    check_positive_ints("nkerns", nkerns, count=2)
+    check_positive_ints("batch_size", [batch_size], count=1)
+    network = network_options(**{key: config[key] for key in ORIGINAL_NETWORK if key in config})
+    layer0, layer1, layer2, layer3 = lenet_layers(np.random.RandomState(0), x, nkerns, batch_size, network)
+    params = layer3.params + layer2.params + layer1.params + layer0.params
+    return [layer0, layer1, layer2, layer3], layer3.y_pred, params, batch_size
+
+
+def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nkerns=[20, 50],
+                    batch_size=500, *, filter_sizes=(5, 5), poolsizes=((2, 2), (2, 2)),
+                    pool_strides: tuple | None = None, pool_mode="max", n_hidden=500, seed=23455,
+                    resume=False, discard_checkpoint=False,
+                    checkpoint_file="convolutional_mlp.ckpt", best_model_file="best_model_lenet.npz"):
+    """Train LeNet on MNIST with minibatch SGD and early stopping.
+
+    Beyond the original: ``seed`` replaces the original's RandomState(23455)
+    seed; the best model is saved to ``best_model_file`` (load it with
+    :func:`~deeplearning_tutorial.checkpoints.load_best_model`); Ctrl-C or
+    SIGTERM stops cleanly, ``resume=True`` continues from ``checkpoint_file``,
+    and ``discard_checkpoint=True`` starts over an interrupted run's checkpoint.
+    The network is tunable, as the blog post this project started from asks:
+    ``filter_sizes`` (one per convolution layer, an int for a square or a
+    pair), ``poolsizes`` and ``pool_strides`` (None: the window; smaller
+    strides overlap), ``pool_mode`` (a ``pool_2d`` mode, 'l2' included) and
+    ``n_hidden``; combinations that shrink a map below 1x1 are refused
+    before anything is loaded or compiled.
+    """
+    network = network_options(filter_sizes, poolsizes, pool_strides, pool_mode, n_hidden)
+    datasets = load_data(dataset)
+    check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
+                          split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets],
+                          nkerns=nkerns)
+    config = dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset),
+                  nkerns=list(nkerns), batch_size=batch_size, seed=seed, floatX=pytensor.config.floatX,
+                  **_network_options(network))
+    files = RunFiles("convolutional_mlp", config, checkpoint_file, best_model_file, resume=resume,
+                     discard_checkpoint=discard_checkpoint)
+
+    model = build_model(datasets, learning_rate=learning_rate, nkerns=nkerns, batch_size=batch_size, seed=seed,
+                        network=network)
 
     print("... training")
-    state = run_with_checkpoints(
-        train_model, validate_model, test_model, (n_train_batches, n_valid_batches, n_test_batches),
-        n_epochs=n_epochs, patience=10000, params=params,
-        config=dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset),
-                    nkerns=list(nkerns), batch_size=batch_size, seed=seed,
-                    **_network_options(filter_sizes, poolsizes, strides, pool_mode, n_hidden)),
-        best_model=BestModel(x, layer3.y_pred, [layer0, layer1, layer2, layer3], batch_size=batch_size),
-        best_model_file=best_model_file, checkpoint_file=checkpoint_file, resume=resume,
-        report_iter_every=100,
-    )
+    state = train(model, n_epochs, patience=10000, files=files, hooks=[ReportIterations(100)])
+    if state.stopped_by is not None:
+        return state
     print("Optimization complete.")
     print("Best validation score of %f %% obtained at iteration %i, with test performance %f %%"
           % (state.best_validation_loss * 100.0, state.best_iter + 1, state.test_score * 100.0))
@@ -194,15 +306,12 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
     return state
 
 
-def _network_options(filter_sizes, poolsizes, pool_strides, pool_mode, n_hidden):
-    """The network's options for the checkpoint, only where they differ from the original's,
+def _network_options(network):
+    """The network's options for the recorded config, only where they differ from the original's,
     so that checkpoints written before they existed still resume."""
-    options = dict(filter_sizes=[list(p) for p in filter_sizes], poolsizes=[list(p) for p in poolsizes],
-                   pool_strides=pool_strides and [list(p) for p in pool_strides], pool_mode=pool_mode,
-                   n_hidden=n_hidden)
-    original = dict(filter_sizes=[[5, 5], [5, 5]], poolsizes=[[2, 2], [2, 2]], pool_strides=None,
-                    pool_mode="max", n_hidden=500)
-    return {key: value for key, value in options.items() if value != original[key]}
+    as_lists = lambda pairs: pairs and [list(p) for p in pairs]  # noqa: E731  (JSON has no tuples)
+    return {key: as_lists(value) if key in ("filter_sizes", "poolsizes", "pool_strides") else value
+            for key, value in network.items() if value != ORIGINAL_NETWORK[key]}
 
 
 def main(argv=None):
@@ -210,7 +319,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    # run the package's module, not this __main__ copy, so pickled models name an importable class
-    from deeplearning_tutorial.convolutional_mlp import main as package_main
-
-    package_main()
+    main()

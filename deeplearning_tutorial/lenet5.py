@@ -57,11 +57,12 @@ import pytensor
 import pytensor.tensor as pt
 
 from deeplearning_tutorial import cli, speedups
+from deeplearning_tutorial.checkpoints import RunFiles
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
 from deeplearning_tutorial.ops import conv2d, pool_2d, stochastic_pool_2d
-from deeplearning_tutorial.training import BestModel, run_with_checkpoints
-from deeplearning_tutorial.validation import check_hyperparameters
+from deeplearning_tutorial.training import CompiledModel, ReportIterations, train
+from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
 # Which S2 maps each C3 map sees: the paper's Table I, or all six.
 C3_TABLES = {
@@ -277,10 +278,83 @@ class LeNet5:
         return -pt.mean(pt.log(p)[pt.arange(y.shape[0]), y])
 
 
+def build_model(datasets, learning_rate=0.05, batch_size=100, *, c3_table="lecun", subsampling="lecun",
+                squashing="lecun", scaling="lecun", filter_sizes=(5, 5, 5), seed=23455, mode=None):
+    """Build LeNet-5 and compile its minibatch functions.
+
+    Parameters
+    ----------
+    datasets
+        What :func:`~deeplearning_tutorial.logistic_sgd.load_data` returned.
+    learning_rate, batch_size
+        The SGD step size and the examples per minibatch.
+    c3_table, subsampling, squashing, scaling, filter_sizes
+        The network, as in :func:`train_lenet5`.
+    seed
+        Seed of the RandomState all weights are drawn from, layer after layer.
+    mode
+        The PyTensor mode the functions are compiled in, with the package's
+        speed-ups (:func:`deeplearning_tutorial.speedups.mode`); None:
+        PyTensor's default mode.
+
+    Returns
+    -------
+    CompiledModel
+        The :class:`LeNet5` (``classifier``), its parameters, the three
+        compiled minibatch functions and the number of minibatches of each split.
+    """
+    mode = speedups.mode(mode)
+    rng = np.random.RandomState(seed)
+    train_set_x, train_set_y = datasets[0]
+    valid_set_x, valid_set_y = datasets[1]
+    test_set_x, test_set_y = datasets[2]
+    n_train_batches = train_set_x.get_value(borrow=True).shape[0] // batch_size
+    n_valid_batches = valid_set_x.get_value(borrow=True).shape[0] // batch_size
+    n_test_batches = test_set_x.get_value(borrow=True).shape[0] // batch_size
+
+    index = pt.lscalar()
+    x = pt.matrix("x")
+    y = pt.ivector("y")
+
+    print("... building the model")
+    network = LeNet5(rng, x, batch_size, c3_table=c3_table, subsampling=subsampling, squashing=squashing,
+                     scaling=scaling, filter_sizes=tuple(filter_sizes))
+    cost = network.negative_log_likelihood(y)
+
+    def minibatch(data):
+        return data[index * batch_size: (index + 1) * batch_size]
+
+    test_model = pytensor.function([index], network.errors(y),
+                                   givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=mode)
+    validate_model = pytensor.function([index], network.errors(y),
+                                       givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)}, mode=mode)
+    grads = pt.grad(cost, network.params)
+    updates = [(p, p - learning_rate * g) for p, g in zip(network.params, grads)]
+    train_model = pytensor.function([index], cost, updates=updates,
+                                    givens={x: minibatch(train_set_x), y: minibatch(train_set_y)}, mode=mode)
+    return CompiledModel(network, network.params, train_model, validate_model, test_model,
+                         n_train_batches, n_valid_batches, n_test_batches)
+
+
+def rebuild_classifier(x, config):
+    """LeNet-5 of a saved run on the image matrix ``x``, for :func:`~.checkpoints.load_best_model`.
+
+    ``config`` holds the run's arguments; the weights drawn here are replaced
+    by the saved ones.  Returns the :class:`LeNet5`, its predicted classes,
+    its parameters (in ``build_model``'s order) and the batch size the graph takes.
+    """
+    batch_size = config["batch_size"]
+    check_positive_ints("batch_size", [batch_size], count=1)
+    network = LeNet5(np.random.RandomState(0), x, batch_size, c3_table=config["c3_table"],
+                     subsampling=config["subsampling"], squashing=config["squashing"], scaling=config["scaling"],
+                     filter_sizes=tuple(config["filter_sizes"]))
+    return network, network.y_pred, network.params, batch_size
+
+
 def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_size=100, *,
                  c3_table="lecun", subsampling="lecun", squashing="lecun", scaling="lecun",
-                 filter_sizes=(5, 5, 5), summary=False, seed=23455, resume=False,
-                 checkpoint_file="lenet5.ckpt", best_model_file="best_model_lenet5.pkl"):
+                 filter_sizes=(5, 5, 5), summary=False, seed=23455, resume=False, discard_checkpoint=False,
+                 checkpoint_file="lenet5.ckpt", best_model_file="best_model_lenet5.npz"):
     """Train the classic LeNet-5 on MNIST with minibatch SGD and early stopping.
 
     Parameters
@@ -301,20 +375,26 @@ def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_
         The filter sizes of C1, C3 and C5.
     summary : bool
         Print the table of layers (output shape, parameters) and return without training.
-    seed, resume, checkpoint_file, best_model_file
+    seed, resume, discard_checkpoint, checkpoint_file, best_model_file
         As in ``evaluate_lenet5``: the RandomState seed, continuing from the
-        checkpoint, where the best model is pickled.
+        checkpoint (or starting over an interrupted one), where the best
+        model is saved (load it with
+        :func:`~deeplearning_tutorial.checkpoints.load_best_model`).
 
     Returns
     -------
     LoopState or list of LayerShape
-        The final state of the patience loop; with ``summary``, the layers.
+        The final state of the patience loop (``stopped_by`` set when Ctrl-C
+        or SIGTERM stopped it); with ``summary``, the layers.
 
     Raises
     ------
     ValueError
         Unknown table, kind or function names, filter sizes that do not fit,
         impossible hyper-parameters; all before anything is compiled.
+    RunFileError
+        When another run holds the checkpoint or best-model file, or the
+        checkpoint forbids this start.
     """
     layers = architecture(c3_table, subsampling, filter_sizes)
     _choice("squashing", squashing, SQUASHING)
@@ -322,52 +402,25 @@ def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_
     if summary:
         print(format_summary(layers))
         return layers
-    rng = np.random.RandomState(seed)
 
     datasets = load_data(dataset)
-    train_set_x, train_set_y = datasets[0]
-    valid_set_x, valid_set_y = datasets[1]
-    test_set_x, test_set_y = datasets[2]
     check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
                           split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets])
-    n_train_batches = train_set_x.get_value(borrow=True).shape[0] // batch_size
-    n_valid_batches = valid_set_x.get_value(borrow=True).shape[0] // batch_size
-    n_test_batches = test_set_x.get_value(borrow=True).shape[0] // batch_size
+    config = dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset), batch_size=batch_size,
+                  c3_table=c3_table, subsampling=subsampling, squashing=squashing, scaling=scaling,
+                  filter_sizes=list(filter_sizes), seed=seed, floatX=pytensor.config.floatX)
+    files = RunFiles("lenet5", config, checkpoint_file, best_model_file, resume=resume,
+                     discard_checkpoint=discard_checkpoint)
 
-    index = pt.lscalar()
-    x = pt.matrix("x")
-    y = pt.ivector("y")
-
-    print("... building the model")
-    network = LeNet5(rng, x, batch_size, c3_table=c3_table, subsampling=subsampling, squashing=squashing,
-                     scaling=scaling, filter_sizes=tuple(filter_sizes))
-    cost = network.negative_log_likelihood(y)
-
-    def minibatch(data):
-        return data[index * batch_size: (index + 1) * batch_size]
-
-    test_model = pytensor.function([index], network.errors(y),
-                                   givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=speedups.mode())
-    validate_model = pytensor.function([index], network.errors(y),
-                                       givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)},
-                                       mode=speedups.mode())
-    grads = pt.grad(cost, network.params)
-    updates = [(p, p - learning_rate * g) for p, g in zip(network.params, grads)]
-    train_model = pytensor.function([index], cost, updates=updates,
-                                    givens={x: minibatch(train_set_x), y: minibatch(train_set_y)},
-                                    mode=speedups.mode())
+    model = build_model(datasets, learning_rate=learning_rate, batch_size=batch_size, c3_table=c3_table,
+                        subsampling=subsampling, squashing=squashing, scaling=scaling,
+                        filter_sizes=filter_sizes, seed=seed)
 
     print("... training")
-    state = run_with_checkpoints(
-        train_model, validate_model, test_model, (n_train_batches, n_valid_batches, n_test_batches),
-        n_epochs=n_epochs, patience=PATIENCE_IMAGES // batch_size, params=network.params,
-        config=dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset), batch_size=batch_size,
-                    c3_table=c3_table, subsampling=subsampling, squashing=squashing, scaling=scaling,
-                    filter_sizes=list(filter_sizes), seed=seed),
-        best_model=BestModel(x, network.y_pred, network.layers, batch_size=batch_size),
-        best_model_file=best_model_file, checkpoint_file=checkpoint_file, resume=resume,
-        report_iter_every=100,
-    )
+    state = train(model, n_epochs, patience=PATIENCE_IMAGES // batch_size, files=files,
+                  hooks=[ReportIterations(100)])
+    if state.stopped_by is not None:
+        return state
     print("Optimization complete.")
     print("Best validation score of %f %% obtained at iteration %i, with test performance %f %%"
           % (state.best_validation_loss * 100.0, state.best_iter + 1, state.test_score * 100.0))
@@ -381,7 +434,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    # run the package's module, not this __main__ copy, so pickled models name an importable class
-    from deeplearning_tutorial.lenet5 import main as package_main
-
-    package_main()
+    main()

@@ -29,10 +29,9 @@ import pytensor
 import pytensor.tensor as pt
 import scipy.optimize
 
-from deeplearning_tutorial import cli
-from deeplearning_tutorial import logistic_sgd
+from deeplearning_tutorial import cli, logistic_sgd
 from deeplearning_tutorial.logistic_sgd import load_data
-from deeplearning_tutorial.training import _GracefulInterrupt, warm_up
+from deeplearning_tutorial.training import LoopState, StopOnSignal, warm_up
 from deeplearning_tutorial.validation import check_n_epochs
 
 VALIDATION_LINE = "validation error %f %%"
@@ -205,23 +204,6 @@ def build_cg_model(datasets, batch_size: int = 600, n_in: int = 28 * 28, n_out: 
     )
 
 
-@dataclass
-class CGResult:
-    """What a run of :func:`cg_optimization_mnist` found.
-
-    ``history`` has one entry per CG iteration: (iteration, validation
-    error, test error when that validation error was a new best, else None).
-    Errors are fractions, not percentages.
-    """
-
-    best_validation_loss: float = np.inf
-    test_score: float = np.nan
-    iterations: int = 0
-    interrupted: bool = False
-    seconds: float = 0.0
-    history: list[tuple[int, float, float | None]] = field(default_factory=list)
-
-
 def cg_optimization_mnist(n_epochs=50, mnist_pkl_gz="mnist.pkl.gz"):
     """Train logistic regression on MNIST with ``scipy.optimize.fmin_cg``.
 
@@ -235,9 +217,13 @@ def cg_optimization_mnist(n_epochs=50, mnist_pkl_gz="mnist.pkl.gz"):
 
     Returns
     -------
-    CGResult
-        Best validation error, its test error, the per-iteration history,
-        and whether Ctrl-C stopped the run early.
+    training.LoopState
+        The same record as the patience-loop tutorials return, one CG
+        iteration standing for an epoch: ``epoch`` iterations run, the best
+        validation error, its 0-based ``best_iter`` and test error, one
+        ``history`` entry per iteration, ``elapsed`` optimisation seconds and
+        ``stopped_by``, the signal (Ctrl-C, SIGTERM) that ended the run
+        early, or None.
 
     Raises
     ------
@@ -253,27 +239,28 @@ def cg_optimization_mnist(n_epochs=50, mnist_pkl_gz="mnist.pkl.gz"):
     print("... building the model")
     model = build_cg_model(datasets, batch_size=batch_size)
     classifier = model.classifier
-    result = CGResult()
+    state = LoopState(patience=n_epochs)  # no early stopping: patience is never the limit
 
     def callback(theta_value):
         model.set_theta(theta_value)
         this_validation_loss = model.validation_error()
         print(VALIDATION_LINE % (this_validation_loss * 100.0), flush=True)
         new_test_score = None
-        if this_validation_loss < result.best_validation_loss:
-            result.best_validation_loss = this_validation_loss
-            result.test_score = new_test_score = model.test_error()
-        result.iterations += 1
-        result.history.append((result.iterations, this_validation_loss, new_test_score))
-        if interrupt.requested:
-            result.interrupted = True
+        if this_validation_loss < state.best_validation_loss:
+            state.best_validation_loss = this_validation_loss
+            state.best_iter = state.epoch
+            state.test_score = new_test_score = model.test_error()
+        state.history.append((state.epoch, this_validation_loss, new_test_score))
+        state.epoch += 1
+        if stop.requested is not None:
+            state.stopped_by = stop.requested
             raise StopIteration  # fmin_cg ends cleanly after this iteration
 
     warm_up(model.test_model, model.validate_model, model.batch_cost_and_grad)
     n_theta = classifier.theta.get_value(borrow=True).size
     print("Optimizing using scipy.optimize.fmin_cg...")
     start_time = timeit.default_timer()
-    with _GracefulInterrupt(step="iteration") as interrupt:
+    with StopOnSignal(step="iteration") as stop:
         scipy.optimize.fmin_cg(
             f=model.train_fn,
             # SciPy iterates in float64 whatever floatX is (its line search keeps bounds of
@@ -285,25 +272,28 @@ def cg_optimization_mnist(n_epochs=50, mnist_pkl_gz="mnist.pkl.gz"):
             maxiter=n_epochs,
         )
     end_time = timeit.default_timer()
-    result.seconds = end_time - start_time
+    state.elapsed = end_time - start_time
+    state.done_looping = state.stopped_by is None
 
-    scores = (result.best_validation_loss * 100.0, result.test_score * 100.0)
-    if result.iterations == 0:
+    scores = (state.best_validation_loss * 100.0, state.test_score * 100.0)
+    if state.epoch == 0:
         print("Optimization ended before its first iteration: no validation score", file=sys.stderr)
-    elif result.interrupted:
-        print(INTERRUPTED_LINE % (result.iterations, *scores))
+    elif state.stopped_by is not None:
+        print(INTERRUPTED_LINE % (state.epoch, *scores))
     else:
         print(FINAL_LINE % scores)
-    print("The code for file " + os.path.split(__file__)[1] + " ran for %.1fs" % result.seconds,
+    print("The code for file " + os.path.split(__file__)[1] + " ran for %.1fs" % state.elapsed,
           file=sys.stderr)
-    return result
+    return state
 
 
 def main(argv=None):
-    """Run :func:`cg_optimization_mnist` from the command line; exit status 130 after Ctrl-C."""
-    result = cli.run(cg_optimization_mnist, argv)
-    if result.interrupted:
-        raise SystemExit(130)
+    """Run :func:`cg_optimization_mnist` from the command line.
+
+    After Ctrl-C (or SIGTERM) it exits with status 130 (143), as
+    :func:`cli.run` does for every tutorial stopped by a signal.
+    """
+    cli.run(cg_optimization_mnist, argv)
 
 
 if __name__ == "__main__":

@@ -15,18 +15,19 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import timeit
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
 from deeplearning_tutorial import cli, speedups
+from deeplearning_tutorial.checkpoints import RunFiles
 from deeplearning_tutorial.datasets import atomic_write, ensure_dataset
-from deeplearning_tutorial.training import patience_loop, warm_up
+from deeplearning_tutorial.training import CompiledModel, train
 from deeplearning_tutorial.validation import check_hyperparameters
 
 
+# start-snippet-1
 class LogisticRegression:
     """Multi-class logistic regression: a softmax over ``dot(input, W) + b``."""
 
@@ -63,6 +64,7 @@ class LogisticRegression:
         if y.dtype.startswith("int"):
             return pt.mean(pt.neq(self.y_pred, y))
         raise NotImplementedError()
+# end-snippet-1
 
 
 def load_data(dataset):
@@ -89,18 +91,33 @@ def load_data(dataset):
     return [(train_set_x, train_set_y), (valid_set_x, valid_set_y), (test_set_x, test_set_y)]
 
 
-def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl.gz", batch_size=600):
-    """Train logistic regression on MNIST with minibatch SGD and early stopping.
+def build_model(datasets, learning_rate=0.13, batch_size=600, mode=None):
+    """Build the logistic regression and compile its minibatch functions.
 
-    Each new best model is pickled to ``best_model.pkl`` (in the current
-    folder), which :func:`predict` reloads.
+    Parameters
+    ----------
+    datasets
+        What :func:`load_data` returned: three ``(x, y)`` pairs of shared variables.
+    learning_rate
+        The SGD step size.
+    batch_size
+        Examples per minibatch.
+    mode
+        The PyTensor mode the functions are compiled in, with the package's
+        speed-ups included (:func:`deeplearning_tutorial.speedups.mode`); None:
+        PyTensor's default mode.
+
+    Returns
+    -------
+    CompiledModel
+        The classifier, its parameters, ``train_model``, ``validate_model``
+        and ``test_model`` (each takes a minibatch index) and the number of
+        minibatches of each split.
     """
-    datasets = load_data(dataset)
+    mode = speedups.mode(mode)
     train_set_x, train_set_y = datasets[0]
     valid_set_x, valid_set_y = datasets[1]
     test_set_x, test_set_y = datasets[2]
-    check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
-                          split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets])
 
     n_train_batches = train_set_x.get_value(borrow=True).shape[0] // batch_size
     n_valid_batches = valid_set_x.get_value(borrow=True).shape[0] // batch_size
@@ -118,11 +135,11 @@ def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl
 
     test_model = pytensor.function(
         inputs=[index], outputs=classifier.errors(y),
-        givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=speedups.mode(),
+        givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=mode,
     )
     validate_model = pytensor.function(
         inputs=[index], outputs=classifier.errors(y),
-        givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)}, mode=speedups.mode(),
+        givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)}, mode=mode,
     )
     g_W = pt.grad(cost=cost, wrt=classifier.W)
     g_b = pt.grad(cost=cost, wrt=classifier.b)
@@ -132,39 +149,67 @@ def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl
     ]
     train_model = pytensor.function(
         inputs=[index], outputs=cost, updates=updates,
-        givens={x: minibatch(train_set_x), y: minibatch(train_set_y)}, mode=speedups.mode(),
+        givens={x: minibatch(train_set_x), y: minibatch(train_set_y)}, mode=mode,
     )
+    return CompiledModel(classifier, classifier.params, train_model, validate_model, test_model,
+                         n_train_batches, n_valid_batches, n_test_batches)
+
+
+def rebuild_classifier(x, config):
+    """The classifier of a saved run, on the image matrix ``x``, for
+    :func:`~deeplearning_tutorial.checkpoints.load_best_model`; returns it, its predicted
+    classes, its parameters and None (any batch size)."""
+    classifier = LogisticRegression(input=x, n_in=28 * 28, n_out=10)
+    return classifier, classifier.y_pred, classifier.params, None
+
+
+def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl.gz", batch_size=600):
+    """Train logistic regression on MNIST with minibatch SGD and early stopping.
+
+    Each new best model is pickled to ``best_model.pkl`` (in the current
+    folder), which :func:`predict` reloads, as in the original.  Beside it,
+    ``best_model_logistic.npz`` holds the same model in a format that cannot
+    run code (load it with :func:`~deeplearning_tutorial.checkpoints.load_best_model`).
+    """
+    datasets = load_data(dataset)
+    check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
+                          split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets])
+    config = dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset), batch_size=batch_size,
+                  floatX=pytensor.config.floatX)
+    files = RunFiles("logistic_sgd", config, best_model_file="best_model_logistic.npz")
+    model = build_model(datasets, learning_rate=learning_rate, batch_size=batch_size)
 
     print("... training the model")
 
     def save_best_model():
         with atomic_write("best_model.pkl") as f:
-            pickle.dump(classifier, f)
+            pickle.dump(model.classifier, f)
 
-    warm_up(train_model, validate_model, test_model)
-    start_time = timeit.default_timer()
-    state = patience_loop(
-        train_model, validate_model, test_model,
-        n_train_batches, n_valid_batches, n_test_batches,
-        n_epochs=n_epochs, patience=5000, patience_increase=2, improvement_threshold=0.995,
-        on_new_best=save_best_model,
-    )
-    end_time = timeit.default_timer()
+    state = train(model, n_epochs, patience=5000, files=files, on_new_best=save_best_model)
+    if state.stopped_by is not None:
+        return state
     print(
         "Optimization complete with best validation score of %f %%,"
         "with test performance %f %%" % (state.best_validation_loss * 100.0, state.test_score * 100.0)
     )
-    print("The code run for %d epochs, with %f epochs/sec"
-          % (state.epoch, 1.0 * state.epoch / (end_time - start_time)))
+    print("The code run for %d epochs, with %f epochs/sec" % (state.epoch, 1.0 * state.epoch / state.elapsed))
     print("The code for file " + os.path.split(__file__)[1]
-          + " ran for %.1fs" % (end_time - start_time), file=sys.stderr)
+          + " ran for %.1fs" % state.elapsed, file=sys.stderr)
     return state
 
 
 def predict():
-    """Load ``best_model.pkl`` and print its predictions for the first 10 test images."""
+    """Load ``best_model.pkl`` and print its predictions for the first 10 test images.
+
+    ``best_model.pkl`` is a pickle, as in the original: loading a pickle runs
+    whatever code it names, so give this function only files you trust (ones
+    you trained yourself).  To share or load other people's models, use
+    ``best_model_logistic.npz`` and
+    :func:`~deeplearning_tutorial.checkpoints.load_best_model`, which hold and
+    read only arrays.
+    """
     with open("best_model.pkl", "rb") as f:
-        classifier = pickle.load(f)
+        classifier = pickle.load(f)  # trusted files only: see above
     predict_model = pytensor.function(inputs=[classifier.input], outputs=classifier.y_pred)
 
     dataset = "mnist.pkl.gz"

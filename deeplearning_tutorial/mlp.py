@@ -18,11 +18,13 @@ import pytensor
 import pytensor.tensor as pt
 
 from deeplearning_tutorial import cli, speedups
+from deeplearning_tutorial.checkpoints import RunFiles
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
-from deeplearning_tutorial.training import BestModel, run_with_checkpoints
-from deeplearning_tutorial.validation import check_hyperparameters
+from deeplearning_tutorial.training import CompiledModel, train
+from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
 
+# start-snippet-1
 class HiddenLayer:
     """A fully connected layer: ``activation(dot(input, W) + b)``."""
 
@@ -45,8 +47,10 @@ class HiddenLayer:
         lin_output = pt.dot(input, self.W) + self.b
         self.output = lin_output if activation is None else activation(lin_output)
         self.params = [self.W, self.b]
+# end-snippet-1
 
 
+# start-snippet-2
 class MLP:
     """A tanh hidden layer followed by a softmax (logistic regression) layer."""
 
@@ -60,25 +64,42 @@ class MLP:
         self.errors = self.logRegressionLayer.errors
         self.params = self.hiddenLayer.params + self.logRegressionLayer.params
         self.input = input
+# end-snippet-2
 
 
-def test_mlp(learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, n_epochs=1000, dataset="mnist.pkl.gz",
-             batch_size=20, n_hidden=500, *, seed=1234, resume=False, checkpoint_file="mlp.ckpt",
-             best_model_file="best_model_mlp.pkl"):
-    """Train the MLP on MNIST with minibatch SGD and early stopping.
+def build_model(datasets, learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, batch_size=20, n_hidden=500,
+                seed=1234, mode=None):
+    """Build the MLP and compile its minibatch functions.
 
-    Beyond the original: ``seed`` replaces the original's RandomState(1234)
-    seed, the best model is pickled to ``best_model_file``, Ctrl-C stops
-    cleanly and ``resume=True`` continues from ``checkpoint_file``.
+    Parameters
+    ----------
+    datasets
+        What :func:`~deeplearning_tutorial.logistic_sgd.load_data` returned.
+    learning_rate
+        The SGD step size.
+    L1_reg, L2_reg
+        Weights of the L1 norm and of the squared L2 norm of the weights in the cost.
+    batch_size
+        Examples per minibatch.
+    n_hidden
+        Units of the hidden layer.
+    seed
+        Seed of the RandomState the hidden layer's weights are drawn from.
+    mode
+        The PyTensor mode the functions are compiled in, with the package's
+        speed-ups included (:func:`deeplearning_tutorial.speedups.mode`); None:
+        PyTensor's default mode.
+
+    Returns
+    -------
+    CompiledModel
+        The :class:`MLP`, its parameters, the three compiled minibatch
+        functions and the number of minibatches of each split.
     """
-    datasets = load_data(dataset)
+    mode = speedups.mode(mode)
     train_set_x, train_set_y = datasets[0]
     valid_set_x, valid_set_y = datasets[1]
     test_set_x, test_set_y = datasets[2]
-    check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
-                          split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets])
-    if not (isinstance(n_hidden, int) and n_hidden > 0):
-        raise ValueError(f"n_hidden must be a positive integer, got {n_hidden!r}")
 
     n_train_batches = train_set_x.get_value(borrow=True).shape[0] // batch_size
     n_valid_batches = valid_set_x.get_value(borrow=True).shape[0] // batch_size
@@ -97,28 +118,64 @@ def test_mlp(learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, n_epochs=1000, data
 
     test_model = pytensor.function(
         inputs=[index], outputs=classifier.errors(y),
-        givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=speedups.mode(),
+        givens={x: minibatch(test_set_x), y: minibatch(test_set_y)}, mode=mode,
     )
     validate_model = pytensor.function(
         inputs=[index], outputs=classifier.errors(y),
-        givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)}, mode=speedups.mode(),
+        givens={x: minibatch(valid_set_x), y: minibatch(valid_set_y)}, mode=mode,
     )
     gparams = [pt.grad(cost, param) for param in classifier.params]
     updates = [(param, param - learning_rate * gparam) for param, gparam in zip(classifier.params, gparams)]
     train_model = pytensor.function(
         inputs=[index], outputs=cost, updates=updates,
-        givens={x: minibatch(train_set_x), y: minibatch(train_set_y)}, mode=speedups.mode(),
+        givens={x: minibatch(train_set_x), y: minibatch(train_set_y)}, mode=mode,
     )
+    return CompiledModel(classifier, classifier.params, train_model, validate_model, test_model,
+                         n_train_batches, n_valid_batches, n_test_batches)
+
+
+def rebuild_classifier(x, config):
+    """The MLP of a saved run on the image matrix ``x``, for
+    :func:`~deeplearning_tutorial.checkpoints.load_best_model`.
+
+    ``config`` holds the run's arguments; the weights drawn here are replaced by the saved ones.
+    Returns the classifier, its predicted classes, its parameters and None (any batch size).
+    """
+    n_hidden = config["n_hidden"]
+    check_positive_ints("n_hidden", [n_hidden], count=1)
+    classifier = MLP(rng=np.random.RandomState(0), input=x, n_in=28 * 28, n_hidden=n_hidden, n_out=10)
+    return classifier, classifier.logRegressionLayer.y_pred, classifier.params, None
+
+
+def test_mlp(learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, n_epochs=1000, dataset="mnist.pkl.gz",
+             batch_size=20, n_hidden=500, *, seed=1234, resume=False, discard_checkpoint=False,
+             checkpoint_file="mlp.ckpt", best_model_file="best_model_mlp.npz"):
+    """Train the MLP on MNIST with minibatch SGD and early stopping.
+
+    Beyond the original: ``seed`` replaces the original's RandomState(1234)
+    seed; the best model is saved to ``best_model_file`` (load it with
+    :func:`~deeplearning_tutorial.checkpoints.load_best_model`); Ctrl-C or
+    SIGTERM stops cleanly, ``resume=True`` continues from ``checkpoint_file``,
+    and ``discard_checkpoint=True`` starts over an interrupted run's checkpoint.
+    """
+    datasets = load_data(dataset)
+    check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
+                          split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets],
+                          penalties={"L1_reg": L1_reg, "L2_reg": L2_reg})
+    check_positive_ints("n_hidden", [n_hidden], count=1)
+    config = dict(learning_rate=learning_rate, L1_reg=L1_reg, L2_reg=L2_reg, n_epochs=n_epochs,
+                  dataset=str(dataset), batch_size=batch_size, n_hidden=n_hidden, seed=seed,
+                  floatX=pytensor.config.floatX)
+    files = RunFiles("mlp", config, checkpoint_file, best_model_file, resume=resume,
+                     discard_checkpoint=discard_checkpoint)
+
+    model = build_model(datasets, learning_rate=learning_rate, L1_reg=L1_reg, L2_reg=L2_reg,
+                        batch_size=batch_size, n_hidden=n_hidden, seed=seed)
 
     print("... training")
-    state = run_with_checkpoints(
-        train_model, validate_model, test_model, (n_train_batches, n_valid_batches, n_test_batches),
-        n_epochs=n_epochs, patience=10000, params=classifier.params,
-        config=dict(learning_rate=learning_rate, L1_reg=L1_reg, L2_reg=L2_reg, n_epochs=n_epochs,
-                    dataset=str(dataset), batch_size=batch_size, n_hidden=n_hidden, seed=seed),
-        best_model=BestModel(x, classifier.logRegressionLayer.y_pred, [classifier]),
-        best_model_file=best_model_file, checkpoint_file=checkpoint_file, resume=resume,
-    )
+    state = train(model, n_epochs, patience=10000, files=files)
+    if state.stopped_by is not None:
+        return state
     print(("Optimization complete. Best validation score of %f %% obtained at iteration %i, "
            "with test performance %f %%")
           % (state.best_validation_loss * 100.0, state.best_iter + 1, state.test_score * 100.0))
@@ -132,7 +189,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    # run the package's module, not this __main__ copy, so pickled models name an importable class
-    from deeplearning_tutorial.mlp import main as package_main
-
-    package_main()
+    main()

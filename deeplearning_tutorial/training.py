@@ -1,36 +1,40 @@
-"""The tutorials' early-stopping ("patience") loop, written once for all three.
+"""The tutorials' early-stopping ("patience") loop, and what is attached around it.
 
-The loop is the original one, line for line in spirit::
+:func:`patience_loop` is the loop of the original tutorials, written once:
+train on one minibatch after the other; every ``validation_frequency``
+minibatches measure the validation error; when it is a new best, measure the
+test error and, if the improvement is significant, extend ``patience``; stop
+when ``patience`` minibatches have been trained or after ``n_epochs``.
 
-    while epoch < n_epochs and not done_looping:
-        epoch += 1
-        for minibatch_index in range(n_train_batches):
-            cost = train_model(minibatch_index)
-            iter = (epoch - 1) * n_train_batches + minibatch_index
-            if (iter + 1) % validation_frequency == 0:
-                validate; on a new best maybe extend patience, then test
-            if patience <= iter: done_looping = True; break
-
-Beyond the original it can stop cleanly on Ctrl-C (the first press finishes
-the current minibatch, the second one aborts), save a checkpoint from which
-a resumed run continues exactly as an uninterrupted one would, detect a
-diverging cost, and show a progress line on a terminal's stderr.
+Everything beyond the original is a :class:`Hook` called at four points of
+the loop: stopping cleanly on Ctrl-C or SIGTERM, detecting a diverging cost,
+checkpoints from which a resumed run continues exactly as an uninterrupted
+one, saving each new best model, a progress line on a terminal's stderr, and
+LeNet's ``training @ iter`` lines.  :func:`train` is the one entry point of
+every tutorial: it warms up the compiled functions, resumes from a
+checkpoint if asked, attaches the hooks and runs the loop.
 """
 
 from __future__ import annotations
 
 import math
-import pickle
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deeplearning_tutorial.datasets import atomic_write
+if TYPE_CHECKING:
+    from deeplearning_tutorial.checkpoints import Checkpoint, RunFiles
+
+# On a significant improvement of the validation error, train for at least
+# PATIENCE_INCREASE times as many minibatches as so far.
+PATIENCE_INCREASE = 2
+# An improvement is significant when the error drops below this fraction of the best one.
+IMPROVEMENT_THRESHOLD = 0.995
 
 VALIDATION_LINE = "epoch %i, minibatch %i/%i, validation error %f %%"
 TEST_LINE = "     epoch %i, minibatch %i/%i, test error of best model %f %%"
@@ -40,9 +44,41 @@ class DivergenceError(FloatingPointError):
     """The training cost became NaN or infinite."""
 
 
+class TrainingAborted(KeyboardInterrupt):
+    """A second Ctrl-C or SIGTERM: the run stops at once, its last checkpoint is kept."""
+
+
+class TrainingInterrupted(Exception):
+    """Raised by :class:`StopOnSignal` between two minibatches to leave the loop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class CompiledModel:
+    """What a tutorial's ``build_model`` returns: the model and its compiled minibatch functions.
+
+    ``train_model(i)`` trains on minibatch ``i`` and returns its cost;
+    ``validate_model(i)`` and ``test_model(i)`` return the error rate on
+    minibatch ``i`` of the validation and test sets.  ``params`` are the
+    shared variables training changes (what a checkpoint saves).
+    """
+
+    classifier: object
+    params: list
+    train_model: Callable[[int], object]
+    validate_model: Callable[[int], object]
+    test_model: Callable[[int], object]
+    n_train_batches: int
+    n_valid_batches: int
+    n_test_batches: int
+
+
 @dataclass
 class LoopState:
-    """Everything the patience loop needs to continue where it stopped."""
+    """The patience loop's variables: everything needed to continue where it stopped."""
 
     patience: int
     epoch: int = 0
@@ -51,149 +87,259 @@ class LoopState:
     best_iter: int = 0
     test_score: float = 0.0
     done_looping: bool = False
-    interrupted: bool = False
-    elapsed: float = 0.0  # seconds of training before this process (resume)
+    stopped_by: int | None = None  # the signal (SIGINT, SIGTERM) that interrupted the run
+    elapsed: float = 0.0  # seconds of training, earlier processes of a resumed run included
+    # one entry per validation: (iter, validation error, test error when it was a new best)
     history: list[tuple[int, float, float | None]] = field(default_factory=list)
-    # (iter, validation error, test error when it was a new best)
 
 
-@dataclass
-class Checkpoint:
-    """A loop state plus the parameter values, pickled atomically to ``path``."""
+class Hook:
+    """Something attached to :func:`patience_loop`; each method is called at one point of it."""
 
-    path: Path
-    params: Sequence  # shared variables
-    config: dict  # the run's arguments: a resume must use the same ones
+    def minibatch_started(self, state: LoopState, iter: int) -> None:
+        """Before training on the minibatch of iteration ``iter``."""
 
-    def save(self, state: LoopState) -> None:
-        payload = {
-            "config": self.config,
-            "state": asdict(state),
-            "params": [p.get_value(borrow=False) for p in self.params],
-        }
-        with atomic_write(self.path) as handle:
-            pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    def minibatch_trained(self, state: LoopState, iter: int, cost) -> None:
+        """Right after training on it, with the minibatch's cost."""
 
-    def load(self) -> LoopState:
-        """Restore the parameters and return the saved loop state."""
-        try:
-            with open(self.path, "rb") as handle:
-                payload = pickle.load(handle)
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"no checkpoint at {self.path} to resume from; run without --resume first"
-            ) from None
-        if payload["config"] != self.config:
-            raise ValueError(
-                f"checkpoint {self.path} was written by a run with arguments "
-                f"{payload['config']}, not {self.config}; resume with the same arguments "
-                f"or delete the checkpoint"
+    def validated(self, state: LoopState) -> None:
+        """After a validation (and test) has been printed and appended to ``state.history``."""
+
+    def minibatch_done(self, state: LoopState, iter: int) -> None:
+        """At the end of the iteration, when the loop continues; the state is consistent here."""
+
+
+class _Hooks(Hook):
+    """Several hooks called in order."""
+
+    def __init__(self, hooks: Sequence[Hook]) -> None:
+        self.hooks = list(hooks)
+
+    def minibatch_started(self, state, iter):
+        for hook in self.hooks:
+            hook.minibatch_started(state, iter)
+
+    def minibatch_trained(self, state, iter, cost):
+        for hook in self.hooks:
+            hook.minibatch_trained(state, iter, cost)
+
+    def validated(self, state):
+        for hook in self.hooks:
+            hook.validated(state)
+
+    def minibatch_done(self, state, iter):
+        for hook in self.hooks:
+            hook.minibatch_done(state, iter)
+
+
+def mean_error(model: Callable[[int], object], n_batches: int) -> float:
+    """Mean of a compiled error function over all minibatches of a split."""
+    return float(np.mean([model(i) for i in range(n_batches)]))
+
+
+def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
+                  state: LoopState | None = None, hooks: Sequence[Hook] = ()) -> LoopState:
+    """Minibatch SGD with early stopping, printing the tutorials' lines.
+
+    Parameters
+    ----------
+    model
+        The compiled minibatch functions and the number of minibatches of each split.
+    n_epochs
+        The most epochs (passes over the training set) to train.
+    patience
+        Train on at least this many minibatches, however the validation error goes.
+    state
+        The state of an earlier, interrupted run, to continue it; a new run by default.
+    hooks
+        Called at four points of each iteration (see :class:`Hook`).
+
+    Returns
+    -------
+    LoopState
+        The loop's variables at the end: best validation error, its iteration, its test error.
+    """
+    if state is None:
+        state = LoopState(patience=patience)
+    attached = _Hooks(hooks)
+    n_train_batches = model.n_train_batches
+    # validate after this many minibatches: once per epoch, or more often if patience is short
+    validation_frequency = min(n_train_batches, patience // 2)
+
+    while (state.epoch < n_epochs or state.next_minibatch) and not state.done_looping:
+        if state.next_minibatch == 0:  # a new epoch, unless a resumed run continues one
+            state.epoch += 1
+        for minibatch_index in range(state.next_minibatch, n_train_batches):
+            iter = (state.epoch - 1) * n_train_batches + minibatch_index
+            attached.minibatch_started(state, iter)
+            minibatch_avg_cost = model.train_model(minibatch_index)
+            state.next_minibatch = (minibatch_index + 1) % n_train_batches
+            attached.minibatch_trained(state, iter, minibatch_avg_cost)
+
+            if (iter + 1) % validation_frequency == 0:
+                this_validation_loss = mean_error(model.validate_model, model.n_valid_batches)
+                say(VALIDATION_LINE % (state.epoch, minibatch_index + 1, n_train_batches,
+                                       this_validation_loss * 100.0))
+                new_test_score = None
+                if this_validation_loss < state.best_validation_loss:
+                    if this_validation_loss < state.best_validation_loss * IMPROVEMENT_THRESHOLD:
+                        state.patience = max(state.patience, iter * PATIENCE_INCREASE)
+                    state.best_validation_loss = this_validation_loss
+                    state.best_iter = iter
+                    state.test_score = new_test_score = mean_error(model.test_model, model.n_test_batches)
+                    say(TEST_LINE % (state.epoch, minibatch_index + 1, n_train_batches,
+                                     state.test_score * 100.0))
+                state.history.append((iter, this_validation_loss, new_test_score))
+                attached.validated(state)
+
+            if state.patience <= iter:
+                state.done_looping = True
+                break
+            attached.minibatch_done(state, iter)
+    return state
+
+
+# --------------------------------------------------------------------------
+# The hooks
+# --------------------------------------------------------------------------
+
+
+class _StatusLine:
+    """The one live status line on stderr; cleared before any tutorial line is printed."""
+
+    def __init__(self) -> None:
+        self.shown = False
+
+    def show(self, text: str) -> None:
+        sys.stderr.write("\r\x1b[2K" + text)
+        sys.stderr.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+            self.shown = False
+
+
+_STATUS = _StatusLine()
+
+
+def say(line: str) -> None:
+    """Print a tutorial line on stdout, flushed so logs and terminals show it at once."""
+    _STATUS.clear()
+    print(line, flush=True)
+
+
+class ReportIterations(Hook):
+    """LeNet's ``training @ iter =  <iter>`` line, every ``every`` iterations."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def minibatch_started(self, state, iter):
+        if iter % self.every == 0:
+            say(f"training @ iter =  {iter}")
+
+
+class DivergenceCheck(Hook):
+    """Stop with :class:`DivergenceError` when a minibatch's cost is NaN or infinite."""
+
+    def __init__(self, n_train_batches: int) -> None:
+        self.n_train_batches = n_train_batches
+
+    def minibatch_trained(self, state, iter, cost):
+        if not np.isfinite(cost):
+            _STATUS.clear()
+            minibatch = iter % self.n_train_batches + 1
+            raise DivergenceError(
+                f"the training cost became {float(cost)} at iteration {iter} "
+                f"(epoch {state.epoch}, minibatch {minibatch}/{self.n_train_batches}); "
+                f"the learning rate is probably too large: try a smaller one"
             )
-        for param, value in zip(self.params, payload["params"], strict=True):
-            param.set_value(value)
-        state = LoopState(**payload["state"])
-        state.history = [tuple(h) for h in state.history]
-        state.interrupted = False
-        return state
 
 
-@dataclass
-class BestModel:
-    """What the MLP and LeNet tutorials pickle at each new best: enough to predict.
+class OnNewBest(Hook):
+    """Call ``action()`` after each validation that found a new best model."""
 
-    ``input`` is the symbolic image matrix the layers were built on, ``y_pred``
-    their predicted classes; ``batch_size`` is set when the graph only accepts
-    minibatches of that size (LeNet reshapes its input to a fixed batch).
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+
+    def validated(self, state):
+        if state.history[-1][2] is not None:
+            self.action()
+
+
+class StopOnSignal(Hook):
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current minibatch, then leave the loop.
+
+    Used as a context manager around the loop, which installs the handlers.
+    A second signal aborts at once with :class:`TrainingAborted`.
+
+    Parameters
+    ----------
+    step
+        What the loop finishes before it stops, as the message names it
+        (logistic_cg's optimiser stops after a CG "iteration").
     """
 
-    input: object
-    y_pred: object
-    layers: list
-    batch_size: int | None = None
-
-    def save(self, path: Path | str) -> None:
-        with atomic_write(path) as handle:
-            pickle.dump(self, handle, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Predicted classes of ``images`` (n, 784), padding the last minibatch if needed."""
-        import pytensor
-
-        predict_model = pytensor.function([self.input], self.y_pred)
-        size = self.batch_size or len(images)
-        predictions = []
-        for start in range(0, len(images), size):
-            chunk = images[start : start + size]
-            padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-            predictions.append(predict_model(padded)[: len(chunk)])
-        return np.concatenate(predictions)
-
-
-def load_best_model(path: Path | str) -> BestModel:
-    with open(path, "rb") as handle:
-        return pickle.load(handle)
-
-
-class _GracefulInterrupt:
-    """First Ctrl-C sets a flag the loop checks between steps (minibatches); a second aborts."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, step: str = "minibatch") -> None:
         self.step = step
-        self.requested = False
-        self._previous = None
+        self.requested: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_GracefulInterrupt":
+    def __enter__(self) -> StopOnSignal:
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         except ValueError:  # not the main thread: no signal handling
-            self._previous = None
+            self._previous = {}
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\nInterrupted: finishing this {self.step} (Ctrl-C again to abort)", file=sys.stderr)
+        if self.requested is not None:
+            raise TrainingAborted(signal.Signals(signum).name)
+        self.requested = signum
+        _STATUS.clear()
+        print(f"\nInterrupted by {signal.Signals(signum).name}: finishing this {self.step} "
+              f"(Ctrl-C again to abort)", file=sys.stderr)
+
+    def minibatch_done(self, state, iter):
+        if self.requested is not None:
+            raise TrainingInterrupted(self.requested)
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
-class _ProgressLine:
-    """A one-line status on stderr, only when stderr is a terminal."""
+class ProgressLine(Hook):
+    """Epoch, minibatch, best validation error, elapsed time and ETA, on the status line."""
 
-    def __init__(self, n_epochs: int, n_train_batches: int, elapsed: float) -> None:
-        self.enabled = sys.stderr.isatty()
+    def __init__(self, n_epochs: int, n_train_batches: int, started: float) -> None:
         self.n_epochs, self.n_train_batches = n_epochs, n_train_batches
-        self.start = time.perf_counter() - elapsed
+        self.started = started
         self.last = 0.0
-        self.first_iter: int | None = None
+        self.first: tuple[int, float] | None = None
 
-    def update(self, state: LoopState, minibatch_index: int, iter: int) -> None:
-        if not self.enabled:
-            return
+    def minibatch_done(self, state, iter):
         now = time.perf_counter()
         if now - self.last < 0.5:
             return
-        if self.first_iter is None:
-            self.first_iter, self.first_time = iter, now
+        if self.first is None:
+            self.first = iter, now
         self.last = now
+        first_iter, first_time = self.first
         total = self.n_epochs * self.n_train_batches
-        rate = (iter - self.first_iter) / max(now - self.first_time, 1e-9)
+        rate = (iter - first_iter) / max(now - first_time, 1e-9)
         eta = (total - iter - 1) / rate if rate > 0 else math.nan
-        best = state.best_validation_loss * 100.0
-        sys.stderr.write(
-            f"\r\x1b[2Kepoch {state.epoch}/{self.n_epochs} minibatch "
-            f"{minibatch_index + 1}/{self.n_train_batches} | best valid {best:.4f} % | "
-            f"elapsed {_hms(now - self.start)} | ETA to n_epochs {_hms(eta)}"
+        _STATUS.show(
+            f"epoch {state.epoch}/{self.n_epochs} minibatch "
+            f"{iter % self.n_train_batches + 1}/{self.n_train_batches} | "
+            f"best valid {state.best_validation_loss * 100.0:.4f} % | "
+            f"elapsed {_hms(now - self.started)} | ETA to n_epochs {_hms(eta)}"
         )
-        sys.stderr.flush()
-
-    def clear(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[2K")
-            sys.stderr.flush()
 
 
 def _hms(seconds: float) -> str:
@@ -203,12 +349,23 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _print(line: str) -> None:
-    """Print a tutorial line; flushed so logs and terminals show it at once."""
-    print(line, flush=True)
+class SaveCheckpoint(Hook):
+    """Save the loop state and the parameters at every validation."""
+
+    def __init__(self, checkpoint: Checkpoint, params: Sequence, started: float) -> None:
+        self.checkpoint, self.params, self.started = checkpoint, params, started
+
+    def validated(self, state):
+        state.elapsed = time.perf_counter() - self.started
+        self.checkpoint.save(state, self.params)
 
 
-def warm_up(*functions: Callable[[int], object]) -> None:
+# --------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------
+
+
+def warm_up(*functions: Any) -> None:
     """Run each compiled function once on minibatch 0, then undo its updates.
 
     PyTensor's default Numba backend compiles (or loads from its cache) a
@@ -225,132 +382,88 @@ def warm_up(*functions: Callable[[int], object]) -> None:
             variable.set_value(value, borrow=True)
 
 
-def mean_error(model: Callable[[int], object], n_batches: int) -> float:
-    """Mean of a compiled error function over all minibatches of a split."""
-    return float(np.mean([model(i) for i in range(n_batches)]))
+def train(model: CompiledModel, n_epochs: int, patience: int, *, files: RunFiles | None = None,
+          on_new_best: Callable[[], None] | None = None, hooks: Sequence[Hook] = ()) -> LoopState:
+    """Run a tutorial's training: the patience loop with everything attached around it.
 
+    Parameters
+    ----------
+    model
+        What the tutorial's ``build_model`` returned.
+    n_epochs, patience
+        As in :func:`patience_loop`.
+    files
+        The run's checkpoint (saved at every validation and when the run
+        stops; a resumed run starts from it) and best-model file (saved at
+        each new best), claimed by the tutorial before it built anything;
+        released here.  None: no files.
+    on_new_best
+        Called after each new best validation error (logistic_sgd pickles its classifier).
+    hooks
+        The tutorial's own hooks (LeNet's :class:`ReportIterations`), called first.
 
-def patience_loop(
-    train_model: Callable[[int], object],
-    validate_model: Callable[[int], object],
-    test_model: Callable[[int], object],
-    n_train_batches: int,
-    n_valid_batches: int,
-    n_test_batches: int,
-    n_epochs: int,
-    patience: int,
-    patience_increase: int = 2,
-    improvement_threshold: float = 0.995,
-    on_new_best: Callable[[], None] | None = None,
-    report_iter_every: int | None = None,
-    checkpoint: Checkpoint | None = None,
-    state: LoopState | None = None,
-) -> LoopState:
-    """Train with early stopping, printing the tutorials' lines; return the final state.
+    Returns
+    -------
+    LoopState
+        The final state; ``stopped_by`` is the signal number when Ctrl-C or
+        SIGTERM stopped the run, and ``elapsed`` the training time in seconds.
 
-    ``on_new_best`` runs after each new best validation score (logistic_sgd
-    saves its model there).  ``report_iter_every=100`` prints LeNet's
-    ``training @ iter =`` lines.  ``state`` continues a checkpointed run.
+    Raises
+    ------
+    DivergenceError
+        When the training cost becomes NaN or infinite.
+    RunFileError
+        When a checkpoint or best model cannot be written or read.
+    TrainingAborted
+        When a second Ctrl-C (or SIGTERM) came before the first one was handled.
     """
-    if state is None:
-        state = LoopState(patience=patience)
-    validation_frequency = min(n_train_batches, patience // 2)
-    progress = _ProgressLine(n_epochs, n_train_batches, state.elapsed)
-    started = time.perf_counter() - state.elapsed
+    checkpoint = files.checkpoint if files is not None else None
+    try:
+        warm_up(model.train_model, model.validate_model, model.test_model)
+        if checkpoint is not None and files is not None and files.resume:
+            state = checkpoint.load(model.params)
+        else:
+            state = LoopState(patience=patience)
+        started = time.perf_counter() - state.elapsed
+        stop = StopOnSignal()
+        attached = [*hooks, DivergenceCheck(model.n_train_batches)]
+        if files is not None and files.best_model_file is not None:
+            attached.append(OnNewBest(lambda: files.save_best_model(model.params)))
+        if on_new_best is not None:
+            attached.append(OnNewBest(on_new_best))
+        if checkpoint is not None:
+            attached.append(SaveCheckpoint(checkpoint, model.params, started))
+        if sys.stderr.isatty():
+            attached.append(ProgressLine(n_epochs, model.n_train_batches, started))
+        attached.append(stop)
 
-    with _GracefulInterrupt() as interrupt:
-        while (state.epoch < n_epochs or state.next_minibatch) and not state.done_looping:
-            if state.next_minibatch == 0:
-                state.epoch += 1
-            epoch = state.epoch
-            for minibatch_index in range(state.next_minibatch, n_train_batches):
-                iter = (epoch - 1) * n_train_batches + minibatch_index
-                if report_iter_every and iter % report_iter_every == 0:
-                    progress.clear()
-                    _print(f"training @ iter =  {iter}")
-                cost = train_model(minibatch_index)
-                if not np.isfinite(cost):
-                    progress.clear()
-                    raise DivergenceError(
-                        f"the training cost became {float(cost)} at iteration {iter} "
-                        f"(epoch {epoch}, minibatch {minibatch_index + 1}/{n_train_batches}); "
-                        f"the learning rate is probably too large: try a smaller one"
-                    )
-                state.next_minibatch = (minibatch_index + 1) % n_train_batches
-
-                if (iter + 1) % validation_frequency == 0:
-                    this_validation_loss = mean_error(validate_model, n_valid_batches)
-                    progress.clear()
-                    _print(VALIDATION_LINE % (epoch, minibatch_index + 1, n_train_batches,
-                                              this_validation_loss * 100.0))
-                    new_test_score = None
-                    if this_validation_loss < state.best_validation_loss:
-                        if this_validation_loss < state.best_validation_loss * improvement_threshold:
-                            state.patience = max(state.patience, iter * patience_increase)
-                        state.best_validation_loss = this_validation_loss
-                        state.best_iter = iter
-                        state.test_score = new_test_score = mean_error(test_model, n_test_batches)
-                        _print(TEST_LINE % (epoch, minibatch_index + 1, n_train_batches,
-                                            state.test_score * 100.0))
-                        if on_new_best is not None:
-                            on_new_best()
-                    state.history.append((iter, this_validation_loss, new_test_score))
-                    if checkpoint is not None:
-                        state.elapsed = time.perf_counter() - started
-                        checkpoint.save(state)
-
-                if state.patience <= iter:
-                    state.done_looping = True
-                    break
-                if interrupt.requested:
-                    state.interrupted = True
-                    break
-                progress.update(state, minibatch_index, iter)
-            if state.interrupted:
-                break
-
-    progress.clear()
-    state.elapsed = time.perf_counter() - started
-    if checkpoint is not None:
-        checkpoint.save(state)
-    if state.interrupted:
-        print(f"Stopped by Ctrl-C at epoch {state.epoch}; resume with --resume "
-              f"(checkpoint: {checkpoint.path if checkpoint else 'none'})", file=sys.stderr)
+        with stop:
+            try:
+                patience_loop(model, n_epochs, patience, state, attached)
+            except TrainingInterrupted as interruption:
+                state.stopped_by = interruption.signum
+            finally:
+                _STATUS.clear()
+        state.elapsed = time.perf_counter() - started
+        if checkpoint is not None:
+            checkpoint.save(state, model.params, finished=state.stopped_by is None)
+    finally:
+        if files is not None:
+            files.release()
+    if state.stopped_by is not None:
+        _report_interruption(state, state.stopped_by, model.n_train_batches, checkpoint)
     return state
 
 
-def run_with_checkpoints(
-    train_model, validate_model, test_model,
-    n_batches: tuple[int, int, int],
-    *,
-    n_epochs: int,
-    patience: int,
-    params: Sequence,
-    config: dict,
-    best_model: BestModel,
-    best_model_file: str | None,
-    checkpoint_file: str | None,
-    resume: bool,
-    report_iter_every: int | None = None,
-) -> LoopState:
-    """The MLP's and LeNet's training: warm up, maybe resume, run the patience loop.
-
-    Each new best model is pickled to ``best_model_file``; the loop state and
-    parameters go to ``checkpoint_file`` at every validation and on Ctrl-C,
-    and ``resume=True`` continues from there.
-    """
-    import pytensor
-
-    config = {**config, "floatX": pytensor.config.floatX}
-    checkpoint = Checkpoint(Path(checkpoint_file), params, config) if checkpoint_file else None
-    if resume and checkpoint is None:
-        raise ValueError("resume needs a checkpoint file: pass checkpoint_file")
-    warm_up(train_model, validate_model, test_model)
-    state = checkpoint.load() if resume else None
-    on_new_best = (lambda: best_model.save(best_model_file)) if best_model_file else None
-    return patience_loop(
-        train_model, validate_model, test_model, *n_batches,
-        n_epochs=n_epochs, patience=patience, patience_increase=2, improvement_threshold=0.995,
-        on_new_best=on_new_best, report_iter_every=report_iter_every,
-        checkpoint=checkpoint, state=state,
-    )
+def _report_interruption(state: LoopState, signum: int, n_train_batches: int, checkpoint) -> None:
+    """What an interrupted run prints instead of the tutorial's final lines."""
+    name = signal.Signals(signum).name
+    trained = (state.epoch - 1) * n_train_batches + (state.next_minibatch or n_train_batches)
+    if state.history:
+        best = ("best validation score so far %f %% obtained at iteration %i, with test performance %f %%"
+                % (state.best_validation_loss * 100.0, state.best_iter + 1, state.test_score * 100.0))
+    else:
+        best = "no validation yet, so no model to report"
+    say(f"Interrupted by {name} in epoch {state.epoch} after {trained} iterations: {best}")
+    where = f"; continue it with --resume (checkpoint: {checkpoint.path})" if checkpoint else ""
+    print(f"Stopped by {name} at epoch {state.epoch}{where}", file=sys.stderr)

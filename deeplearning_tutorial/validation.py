@@ -1,8 +1,12 @@
-"""Checks of hyper-parameters, made before anything is compiled."""
+"""Checks of hyper-parameters, made before anything is compiled, and of images to classify."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
 
 
 def check_n_epochs(n_epochs: int) -> None:
@@ -17,6 +21,7 @@ def check_hyperparameters(
     batch_size: int,
     split_sizes: Sequence[int],
     nkerns: Sequence[int] | None = None,
+    penalties: dict[str, float] | None = None,
 ) -> None:
     """Raise ValueError, saying what to change, for arguments no run can use."""
     if not learning_rate > 0:
@@ -31,6 +36,45 @@ def check_hyperparameters(
             f"({smallest} examples): no full minibatch could be formed; use at most {smallest}"
         )
     if nkerns is not None:
-        if len(nkerns) != 2 or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0
-                                       for k in nkerns):
-            raise ValueError(f"nkerns must be two positive integers, e.g. [20, 50]; got {list(nkerns)!r}")
+        check_positive_ints("nkerns", nkerns, count=2)
+    if penalties is not None:
+        for name, value in penalties.items():
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf):
+                raise ValueError(f"{name} must be a finite number >= 0 (0 turns the penalty off), got {value!r}")
+
+
+def check_positive_ints(name: str, values: Sequence[int], count: int) -> None:
+    """Raise ValueError unless ``values`` are ``count`` positive integers."""
+    if not (isinstance(values, (list, tuple)) and len(values) == count
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)):
+        shown = values[0] if count == 1 and isinstance(values, (list, tuple)) and values else values
+        what = "a positive integer" if count == 1 else f"{count} positive integers"
+        what = what.replace("2 positive integers", "two positive integers, e.g. [20, 50]")
+        raise ValueError(f"{name} must be {what}; got {shown!r}")
+
+
+def check_images(images) -> np.ndarray:
+    """MNIST-like images as a (n, 784) floatX matrix, or a ValueError saying what is wrong.
+
+    Accepts (n, 784) or (n, 28, 28) arrays of real numbers, n >= 1, all
+    finite.  Warns when values lie outside [0, 1]: the tutorials' pixels are
+    bytes / 256, and 0..255 images are the usual mistake.
+    """
+    import pytensor
+
+    array = np.asarray(images)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"images must be an array of numbers, got dtype {array.dtype}")
+    if array.ndim == 3 and array.shape[1:] == (28, 28):
+        array = array.reshape(len(array), 28 * 28)
+    if array.ndim != 2 or array.shape[1] != 28 * 28:
+        raise ValueError(f"images must have shape (n, 784) or (n, 28, 28), got {array.shape}")
+    if len(array) == 0:
+        raise ValueError("images is empty: give at least one image")
+    if not np.isfinite(array).all():
+        raise ValueError(f"images contain {np.size(array) - np.isfinite(array).sum()} NaN or infinite values")
+    low, high = array.min(), array.max()
+    if low < 0 or high > 1:
+        warnings.warn(f"image values span [{low}, {high}], outside [0, 1]: the tutorials' pixels are "
+                      f"bytes / 256 (divide 0..255 images by 256)", stacklevel=3)
+    return array.astype(pytensor.config.floatX)

@@ -30,44 +30,24 @@ sys.path.insert(0, str(REPO))
 
 
 MODELS = {
-    # name: (module, entry point, arguments of the tutorial function, train minibatches timed)
-    "lenet": ("convolutional_mlp", "evaluate_lenet5", {"nkerns": [20, 50], "batch_size": 500}, 20),
-    "lenet5": ("lenet5", "train_lenet5", {"batch_size": 100}, 100),
-    "mlp": ("mlp", "test_mlp", {"batch_size": 20}, 500),
-    "logistic": ("logistic_sgd", "sgd_optimization_mnist", {"batch_size": 600}, 83),
-    "logistic_cg": ("logistic_cg", "cg_optimization_mnist", {}, 83),  # timed by measure_cg
+    # name: (tutorial module, arguments of its build_model, train minibatches timed)
+    "lenet": ("convolutional_mlp", {"nkerns": [20, 50], "batch_size": 500}, 20),
+    "lenet5": ("lenet5", {"batch_size": 100}, 100),
+    "mlp": ("mlp", {"batch_size": 20}, 500),
+    "logistic": ("logistic_sgd", {"batch_size": 600}, 83),
+    "logistic_cg": ("logistic_cg", {}, 83),  # no build_model: timed by measure_cg
 }
 
 
-class _Built(Exception):
-    """Raised in place of training, carrying the tutorial's compiled functions."""
-
-    def __init__(self, train_model, validate_model, test_model, n_batches):
-        super().__init__()
-        self.functions = train_model, validate_model, n_batches
-
-
 def build(model: str):
-    """Run the tutorial up to (not including) training; return its compiled functions."""
+    """The tutorial's own model and compiled functions, built by its ``build_model``."""
     import importlib
 
-    module_name, entry, kwargs, _ = MODELS[model]
+    from deeplearning_tutorial.logistic_sgd import load_data
+
+    module_name, kwargs, _ = MODELS[model]
     module = importlib.import_module(f"deeplearning_tutorial.{module_name}")
-    loop_name = "patience_loop" if model == "logistic" else "run_with_checkpoints"
-
-    def capture(train_model, validate_model, test_model, *n_batches, **_):
-        n_batches = n_batches[0] if len(n_batches) == 1 else n_batches
-        raise _Built(train_model, validate_model, test_model, n_batches)
-
-    original = getattr(module, loop_name)
-    setattr(module, loop_name, capture)
-    try:
-        getattr(module, entry)(**kwargs)
-    except _Built as built:
-        return built.functions
-    finally:
-        setattr(module, loop_name, original)
-    raise RuntimeError(f"{entry} finished without reaching its training loop")
+    return module.build_model(load_data("mnist.pkl.gz"), **kwargs)
 
 
 def measure(model: str, repeats: int) -> dict:
@@ -77,11 +57,13 @@ def measure(model: str, repeats: int) -> dict:
 
     import pytensor
 
-    _, _, _, n_timed = MODELS[model]
+    _, _, n_timed = MODELS[model]
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        train_model, validate_model, (n_train, n_valid, _) = build(model)
+        built = build(model)
     build_s = time.perf_counter() - t0
+    train_model, validate_model = built.train_model, built.validate_model
+    n_train, n_valid = built.n_train_batches, built.n_valid_batches
     t0 = time.perf_counter()
     train_model(0)
     first_call_s = time.perf_counter() - t0

@@ -7,10 +7,11 @@
 
 Each program runs as the tutorial does (``python -m deeplearning_tutorial.<program>``,
 defaults untouched) in ``OUT/<program>/``; its full stdout is kept in
-``OUT/logs/<program>.log``.  The printed lines are parsed into
-``OUT/<program>.json`` (best validation, test score, best iteration, epochs,
-wall time, seconds per epoch, floatX, mode, versions, CPU, threads, git
-commit) and ``OUT/RESULTS.md`` compares them with the published figures.
+``OUT/logs/<program>.log``.  The learning curve and the result its loop
+records (``--history-file``) go into ``OUT/<program>.json`` (best validation,
+test score, best iteration, epochs, wall time, seconds per epoch, floatX,
+mode, versions, CPU, threads, git commit) and ``OUT/RESULTS.md`` compares them
+with the published figures.
 With matplotlib installed (the ``plot`` extra) it also draws the learning
 curves and the learned weights (logistic regression's, LeNet's first layer).
 
@@ -28,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import signal
 import statistics
@@ -59,45 +59,47 @@ PUBLISHED = {
                    hardware="not published"),
 }
 CHECKPOINT = {"mlp": "mlp.ckpt", "convolutional_mlp": "convolutional_mlp.ckpt", "lenet5": "lenet5.ckpt"}
-BEST_MODEL = {"convolutional_mlp": "best_model_lenet.pkl", "lenet5": "best_model_lenet5.pkl"}
+BEST_MODEL = {"convolutional_mlp": "best_model_lenet.npz", "lenet5": "best_model_lenet5.npz"}
 # The tutorials' RandomState seeds: the first of --seeds N, then seed + 1, ...
 ORIGINAL_SEED = {"mlp": 1234, "convolutional_mlp": 23455, "lenet5": 23455}
 
-VALIDATION = re.compile(r"^epoch (\d+), minibatch (\d+)/(\d+), validation error (\d+\.\d+) %$")
-TEST = re.compile(r"^     epoch (\d+), minibatch (\d+)/(\d+), test error of best model (\d+\.\d+) %$")
-FINAL_LOGISTIC = re.compile(r"^Optimization complete with best validation score of (\d+\.\d+) %, ?"
-                            r"with test performance (\d+\.\d+) %$")  # logistic_cg has the space
-CG_VALIDATION = re.compile(r"^validation error (\d+\.\d+) %$")  # one per CG iteration
-EPOCHS_RUN = re.compile(r"^The code run for (\d+) epochs")
-FINAL_ITER = re.compile(r"Best validation score of (\d+\.\d+) % obtained at iteration (\d+), "
-                        r"with test performance (\d+\.\d+) %$")
+# the tutorial function of each program, whose options --program-args may use
+FUNCTIONS = {"logistic_sgd": "sgd_optimization_mnist", "mlp": "test_mlp", "convolutional_mlp": "evaluate_lenet5",
+             "logistic_cg": "cg_optimization_mnist", "lenet5": "train_lenet5"}
+# options this script passes itself
+RESERVED = ("--resume", "--discard-checkpoint", "--history-file", "--seed")
 
 
-def parse_log(text: str) -> dict:
-    """The learning curves and the final result from a tutorial's stdout."""
-    curve, tests, final, epochs_run = [], [], {}, None
-    for line in text.splitlines():
-        if m := EPOCHS_RUN.match(line):
-            epochs_run = int(m[1])
-        if m := VALIDATION.match(line):
-            epoch, minibatch, n_batches, error = int(m[1]), int(m[2]), int(m[3]), float(m[4])
-            curve.append(((epoch - 1) * n_batches + minibatch, epoch, error))
-        elif m := CG_VALIDATION.match(line):
-            curve.append((len(curve) + 1, len(curve) + 1, float(m[1])))  # iteration = "epoch"
-        elif m := TEST.match(line):
-            epoch, minibatch, n_batches, error = int(m[1]), int(m[2]), int(m[3]), float(m[4])
-            tests.append(((epoch - 1) * n_batches + minibatch, error))
-        elif m := FINAL_LOGISTIC.match(line):
-            final = dict(validation=float(m[1]), test=float(m[2]))
-        elif m := FINAL_ITER.search(line):
-            final = dict(validation=float(m[1]), best_iteration=int(m[2]), test=float(m[3]))
-    if not final:
-        raise ValueError("the log has no final 'Optimization complete' line: the run did not finish")
-    if "best_iteration" not in final:  # logistic_sgd does not print it: the best validation line
-        final["best_iteration"] = min(curve, key=lambda c: (c[2], c[0]))[0] if curve else None
-    # epochs: as logistic_sgd prints it, else the last epoch that reached a validation
-    return dict(final, epochs=epochs_run or (curve[-1][1] if curve else 0),
-                validation_curve=[(i, e) for i, _, e in curve], test_curve=tests)
+def check_program_args(program: str, program_args: tuple[str, ...]) -> str | None:
+    """Why ``program_args`` cannot be given to ``program``, or None when they can."""
+    import importlib
+
+    from deeplearning_tutorial.cli import check_arguments
+
+    if reserved := [a for a in program_args if a.split("=")[0] in RESERVED]:
+        return f"reproduce.py sets {', '.join(reserved)} itself (use its own --resume and --seeds)"
+    module = importlib.import_module(f"deeplearning_tutorial.{program}")
+    try:
+        check_arguments(getattr(module, FUNCTIONS[program]), program_args)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def result_of(record: dict) -> dict:
+    """The learning curves and the final result from a tutorial's ``--history-file`` record.
+
+    Errors are in per cent and iterations counted from 1, as the tutorials print them.
+    """
+    history = record["history"]
+    return dict(
+        validation=record["best_validation_loss"] * 100.0,
+        test=record["test_score"] * 100.0,
+        best_iteration=record["best_iter"] + 1,
+        epochs=record["epochs"],
+        validation_curve=[(h["iter"] + 1, h["validation_loss"] * 100.0) for h in history],
+        test_curve=[(h["iter"] + 1, h["test_score"] * 100.0) for h in history if h["test_score"] is not None],
+    )
 
 
 def machine() -> dict:
@@ -120,46 +122,117 @@ def machine() -> dict:
 
 def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool, seed: int | None = None,
                 program_args: tuple[str, ...] = ()) -> dict:
-    """Run one tutorial as a command (``seed``: a seed other than the original) and parse its log."""
+    """Run one tutorial as a command (``seed``: a seed other than the original); its result and curves."""
     name = program if seed is None else f"{program}_seed{seed}"
     workdir = out / program if seed is None else out / program / f"seed{seed}"
     logs = out / "logs"
     workdir.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{name}.log"
-    command = [sys.executable, "-m", f"deeplearning_tutorial.{program}", *program_args]
+    history_path = workdir / "history.json"
+    command = [sys.executable, "-m", f"deeplearning_tutorial.{program}", *program_args,
+               "--history-file", history_path.name]
     if seed is not None:
         command += ["--seed", str(seed)]
-    if resume and program in CHECKPOINT and (workdir / CHECKPOINT[program]).exists():
-        command.append("--resume")
-    else:
-        resume = False
+    earlier = out / f"{name}.partial.json"  # this run's arguments, and the wall time of its interrupted parts
+    record = dict(arguments=list(program_args), floatX=floatX, mode=mode)
+    earlier_record = json.loads(earlier.read_text()) if earlier.exists() else {}
+    resume = resume and _checkpoint_left(workdir, program, record, earlier_record, command)
+    if not resume:
+        earlier_record = {}
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTENSOR_FLAGS": f"floatX={floatX},mode={mode}"}
-    print(f"running {' '.join(command[1:])} ({floatX}, {mode}); log: {log_path}", flush=True)
-    earlier = out / f"{name}.partial.json"  # wall time of the interrupted part(s)
-    wall_before = json.loads(earlier.read_text())["wall_seconds"] if resume and earlier.exists() else 0.0
-    started = time.perf_counter()
-    # Ctrl-C reaches the tutorial, which stops cleanly and checkpoints; this process waits for it
-    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        with open(log_path, "a" if resume else "w") as log:
-            result = subprocess.run(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.PIPE,
-                                    text=True)
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
+    wall_before = earlier_record.get("wall_seconds", 0.0)
+    earlier.write_text(json.dumps({**record, "wall_seconds": wall_before}))
+    history_path.unlink(missing_ok=True)
+    with open(log_path, "a" if resume else "w") as log, _signals_for_the_child() as child:
+        # from here on a Ctrl-C is the tutorial's: say so only now
+        print(f"running {' '.join(command[1:])} ({floatX}, {mode}); log: {log_path}", flush=True)
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.PIPE,
+                                   text=True)
+        child.process = process
+        _, stderr = process.communicate()
     wall = wall_before + time.perf_counter() - started
-    if result.returncode == 130:  # logistic_cg's exit status after Ctrl-C
-        raise KeyboardInterrupt(f"{name} was interrupted; run it again")
-    if result.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{result.stderr}")
-    if "Stopped by Ctrl-C" in result.stderr:
-        earlier.write_text(json.dumps({"wall_seconds": wall}))
+    if process.returncode in INTERRUPTED:
+        earlier.write_text(json.dumps({**record, "wall_seconds": wall}))
         raise KeyboardInterrupt(f"{name} was interrupted; continue with --resume")
+    if process.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{stderr}")
     earlier.unlink(missing_ok=True)
-    parsed = parse_log(log_path.read_text())
+    result = result_of(json.loads(history_path.read_text()))
     return dict(program=program, seed=seed if seed is not None else ORIGINAL_SEED.get(program),
-                arguments=list(program_args), floatX=floatX, mode=mode, **parsed, wall_seconds=wall,
-                seconds_per_epoch=wall / max(parsed["epochs"], 1), **machine())
+                arguments=list(program_args), floatX=floatX, mode=mode, **result, wall_seconds=wall,
+                seconds_per_epoch=wall / max(result["epochs"], 1), **machine())
+
+
+def _checkpoint_left(workdir: Path, program: str, record: dict, earlier_record: dict,
+                     command: list[str]) -> bool:
+    """With --resume: continue the checkpoint in ``workdir`` if this configuration left it.
+
+    Adds ``--resume`` to ``command`` and returns True when it did; a
+    checkpoint of other arguments (or one that is not a checkpoint) is
+    discarded, with a note, since it can never be continued by this run.
+    """
+    from deeplearning_tutorial.checkpoints import RunFileError, read_archive
+
+    if program not in CHECKPOINT or not (workdir / CHECKPOINT[program]).exists():
+        return False
+    path = workdir / CHECKPOINT[program]
+    same = {key: earlier_record.get(key) for key in record} == record
+    try:
+        read_archive(path, "checkpoint", arrays=False)
+    except RunFileError:
+        same = False
+    if same:
+        command.append("--resume")
+        return True
+    print(f"{path} was left by a run of other arguments than {record}: starting over", file=sys.stderr)
+    command.append("--discard-checkpoint")
+    return False
+
+
+def _refuse_interrupted_checkpoint(workdir: Path, program: str) -> None:
+    """Without --resume: stop, before running anything, at a checkpoint of an interrupted run."""
+    from deeplearning_tutorial.checkpoints import RunFileError, read_archive
+
+    path = workdir / CHECKPOINT.get(program, "none")
+    if program not in CHECKPOINT or not path.exists():
+        return
+    try:
+        finished = read_archive(path, "checkpoint", arrays=False)[0].get("finished")
+    except RunFileError:
+        finished = False
+    if not finished:
+        raise RuntimeError(f"{path} holds an interrupted run: continue it with --resume, "
+                           f"or delete it to start over")
+
+
+# a tutorial stopped by Ctrl-C or SIGTERM exits 128 + the signal (or dies of it before its handler is set)
+INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
+
+
+class _signals_for_the_child:
+    """While a tutorial runs: Ctrl-C is left to it, SIGTERM is passed on to it.
+
+    Ctrl-C on a terminal reaches the whole process group, so the tutorial gets
+    it and stops cleanly; this process only waits.  Its handler is a function,
+    not SIG_IGN, because an ignored signal would be inherited by the child and
+    lost there until the tutorial sets its own handler.
+    """
+
+    def __enter__(self):
+        self.process = None
+        self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, lambda signum, frame: None),
+                          signal.SIGTERM: signal.signal(signal.SIGTERM, self._pass_on)}
+        return self
+
+    def _pass_on(self, signum, frame) -> None:
+        if self.process is not None:
+            self.process.send_signal(signum)
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def finished_run(path: Path, floatX: str, mode: str, program_args: tuple[str, ...]) -> dict | None:
@@ -261,18 +334,18 @@ def plot(program: str, result: dict, out: Path) -> None:
     figure.savefig(out / f"{program}_curves.png", dpi=100)
     plt.close(figure)
 
-    import pickle
-
+    from deeplearning_tutorial.checkpoints import load_best_model
     from deeplearning_tutorial.utils import tile_raster_images
 
     workdir = out / program
-    if program == "logistic_sgd" and (workdir / "best_model.pkl").exists():
-        with open(workdir / "best_model.pkl", "rb") as f:
-            weights = pickle.load(f).W.get_value().T  # (10, 784): one image per class
+    if program == "logistic_sgd" and (workdir / "best_model_logistic.npz").exists():
+        classifier = load_best_model(workdir / "best_model_logistic.npz").classifier
+        weights = classifier.W.get_value().T  # (10, 784): one image per class
         image = tile_raster_images(weights, (28, 28), (1, 10), (2, 2)).repeat(3, axis=0).repeat(3, axis=1)
     elif program in BEST_MODEL and (workdir / BEST_MODEL[program]).exists():
-        with open(workdir / BEST_MODEL[program], "rb") as f:
-            filters = pickle.load(f).layers[0].W.get_value()  # (20, 1, 5, 5); LeNet-5: (6, 5, 5)
+        classifier = load_best_model(workdir / BEST_MODEL[program]).classifier
+        layers = getattr(classifier, "layers", classifier)  # LeNet-5's network, or LeNet's list of layers
+        filters = layers[0].W.get_value()  # (20, 1, 5, 5); LeNet-5: (6, 5, 5)
         image = tile_raster_images(filters.reshape(len(filters), -1), (5, 5), (2, len(filters) // 2), (1, 1))
         image = image.repeat(8, axis=0).repeat(8, axis=1)
     else:
@@ -300,7 +373,13 @@ def main(argv=None) -> int:
         parser.error(f"unknown programs {sorted(unknown)}; choose from {PROGRAMS}")
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
-    program_args = tuple(shlex.split(args.program_args))
+    try:
+        program_args = tuple(shlex.split(args.program_args))
+    except ValueError as exc:
+        parser.error(f"--program-args {args.program_args!r}: {exc}")
+    for program in programs:
+        if problem := check_program_args(program, program_args):
+            parser.error(f"--program-args {args.program_args!r} does not suit {program}: {problem}")
 
     for program in programs:
         floatX = args.floatX or PUBLISHED_FLOATX[program]
@@ -312,11 +391,17 @@ def main(argv=None) -> int:
             path = args.out / (f"{program}.json" if seed is None else f"seeds/{program}_seed{seed}.json")
             run = finished_run(path, floatX, args.mode, program_args) if args.resume else None
             if run is None:
+                workdir = args.out / program if seed is None else args.out / program / f"seed{seed}"
                 try:
+                    if not args.resume:
+                        _refuse_interrupted_checkpoint(workdir, program)
                     run = run_program(program, args.out, floatX, args.mode, args.resume, seed, program_args)
                 except KeyboardInterrupt as stop:
-                    print(stop, file=sys.stderr)
+                    print(stop or f"interrupted before {program} started", file=sys.stderr)
                     return 130
+                except RuntimeError as failure:
+                    print(f"error: {failure}", file=sys.stderr)
+                    return 1
                 save_json(path, run)  # at once: a later interrupted seed must not lose it
             runs.append(run)
         result = runs[0]

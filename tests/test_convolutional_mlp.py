@@ -15,10 +15,10 @@ from scipy import signal as scipy_signal
 
 from conftest import REPO, run_python
 from deeplearning_tutorial import convolutional_mlp
+from deeplearning_tutorial.checkpoints import load_best_model
 from deeplearning_tutorial.convolutional_mlp import LeNetConvPoolLayer
 from deeplearning_tutorial.datasets import read_dataset
 from deeplearning_tutorial.logistic_sgd import LogisticRegression
-from deeplearning_tutorial.training import load_best_model
 
 floatX = pytensor.config.floatX
 SCRIPT = str(REPO / "scripts" / "convolutional_mlp.py")
@@ -122,10 +122,14 @@ def test_interrupted_run_resumes_to_the_same_result(small_mnist, tmp_path):
             break
     out, err = process.communicate(timeout=300)
     interrupted = "".join(seen) + out
-    assert process.returncode == 0, err
-    assert "Stopped by Ctrl-C" in err and "--resume" in err
+    assert process.returncode == 130, err  # 128 + SIGINT, as a shell reports it
+    assert "Stopped by SIGINT" in err and "--resume" in err
     assert interrupted.count("validation error") < uninterrupted.stdout.count("validation error")
-    assert final_lines(interrupted)[0] == "Optimization complete."  # the best model so far is reported
+    # the best model so far is reported, as an interrupted run's
+    assert "Optimization complete." not in interrupted
+    assert re.fullmatch(r"Interrupted by SIGINT in epoch 2 after \d+ iterations: best validation score so far "
+                        r"\d+\.\d{6} % obtained at iteration \d+, with test performance \d+\.\d{6} %",
+                        interrupted.splitlines()[-1])
 
     resumed = run_python(*args, "--resume", cwd=tmp_path / "b")
     assert resumed.returncode == 0, resumed.stderr
@@ -138,8 +142,9 @@ def test_interrupted_run_resumes_to_the_same_result(small_mnist, tmp_path):
 def test_best_model_is_saved_and_predicts(small_mnist, tmp_path, capsys):
     state = convolutional_mlp.evaluate_lenet5(
         dataset=str(small_mnist), nkerns=[5, 5], batch_size=100, n_epochs=2,
-        checkpoint_file=str(tmp_path / "lenet.ckpt"), best_model_file=str(tmp_path / "best.pkl"))
-    model = load_best_model(tmp_path / "best.pkl")
+        checkpoint_file=str(tmp_path / "lenet.ckpt"), best_model_file=str(tmp_path / "best.npz"))
+    model = load_best_model(tmp_path / "best.npz")
+    assert model.program == "convolutional_mlp" and model.config["nkerns"] == [5, 5]
     test_x, test_y = read_dataset(small_mnist)[2]
     predictions = model.predict(test_x.astype(floatX))
     assert predictions.shape == (500,) and set(np.unique(predictions)) <= set(range(10))
@@ -152,6 +157,7 @@ def test_resume_refuses_a_checkpoint_of_other_arguments(small_mnist, tmp_path):
     assert run_python(*args, cwd=tmp_path).returncode == 0
     other = run_python(*args[:-1], "2", "--resume", cwd=tmp_path)
     assert other.returncode == 1 and "resume with the same arguments" in other.stderr
+    assert "n_epochs: 1 there, 2 here" in other.stderr and "building the model" not in other.stdout
     missing = run_python(*args, "--resume", "--checkpoint-file", "none.ckpt", cwd=tmp_path)
     assert missing.returncode == 1 and "no checkpoint" in missing.stderr
 

@@ -48,9 +48,9 @@ def test_the_command_line_sets_every_knob(small_mnist, tmp_path):
     assert re.fullmatch(r"epoch 1, minibatch 20/20, validation error \d+\.\d{6} %", lines[4])
     assert lines[-2] == "Optimization complete."
     # the network really changed: its best model has 7x7 filters, then 3x3 ones, and 50 hidden units
-    from deeplearning_tutorial.training import load_best_model
+    from deeplearning_tutorial.checkpoints import load_best_model
 
-    layers = load_best_model(tmp_path / "best_model_lenet.pkl").layers
+    layers = load_best_model(tmp_path / "best_model_lenet.npz").classifier
     assert layers[0].W.get_value().shape == (5, 1, 7, 7) and layers[1].W.get_value().shape == (5, 5, 3, 3)
     # 28 -> conv 22 -> pool 3x3 stride 2: 10 -> conv 8 -> pool 2x2 stride 2: 4
     assert layers[2].W.get_value().shape == (5 * 4 * 4, 50)

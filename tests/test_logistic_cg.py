@@ -216,7 +216,7 @@ def test_ctrl_c_stops_after_the_iteration_with_the_best_so_far(mnist_path, tmp_p
     assert process.returncode == 130, stderr
     errors = [float(VALIDATION.fullmatch(line)[1]) for line in lines if line.startswith("validation error")]
     assert 1 <= len(errors) < 50 and errors == FIRST_TEN_FLOAT64[: len(errors)]
-    assert "Interrupted: finishing this iteration" in stderr
+    assert "Interrupted by SIGINT: finishing this iteration" in stderr
     final = re.fullmatch(r"Optimization interrupted after (\d+) iterations, with best validation score of "
                          r"(\d+\.\d{6}) %, with test performance (\d+\.\d{6}) %", lines[-1])
     assert final, lines[-1]

@@ -1,8 +1,12 @@
-"""mlp: the layers' maths and initialisation, the original short run, determinism, divergence."""
+"""mlp: the layers' maths and initialisation, the original short run, determinism, divergence, signals."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytensor
@@ -61,12 +65,13 @@ def test_original_short_run(mnist_path, tmp_path):
     assert float(final.group(1)) == validation and float(final.group(2)) == test
     assert 2.0 < validation < 12.0 and 2.0 < test < 12.0  # one epoch of SGD: a few per cent
     assert re.search(r"^The code for file mlp\.py ran for \d+\.\d{2}m$", result.stderr, re.M)
-    assert (tmp_path / "best_model_mlp.pkl").exists() and (tmp_path / "mlp.ckpt").exists()
+    assert (tmp_path / "best_model_mlp.npz").exists() and (tmp_path / "mlp.ckpt").exists()
+    assert not list(tmp_path.glob("*.lock"))  # the run's locks are released
 
 
 def run_in_process(capsys, tmp_path, **kwargs):
     state = mlp.test_mlp(checkpoint_file=str(tmp_path / "mlp.ckpt"),
-                         best_model_file=str(tmp_path / "best.pkl"), **kwargs)
+                         best_model_file=str(tmp_path / "best.npz"), **kwargs)
     return state, capsys.readouterr().out
 
 
@@ -87,8 +92,56 @@ def test_a_diverging_run_stops_with_a_clear_message(small_mnist, tmp_path, capsy
     (dict(learning_rate=0.0), "learning_rate must be > 0"),
     (dict(n_epochs=0), "n_epochs must be an integer >= 1"),
     (dict(n_hidden=0), "n_hidden must be a positive integer"),
+    (dict(L1_reg=-0.01), "L1_reg must be a finite number >= 0"),
+    (dict(L2_reg=-1e-4), "L2_reg must be a finite number >= 0"),
 ])
 def test_bad_hyperparameters_fail_before_compiling(small_mnist, tmp_path, capsys, kwargs, message):
     with pytest.raises(ValueError, match=message):
         run_in_process(capsys, tmp_path, dataset=str(small_mnist), **kwargs)
     assert "building the model" not in capsys.readouterr().out
+
+
+SMALL = ["--n-hidden", "20", "--batch-size", "100", "--n-epochs", "30"]
+
+
+def start(small_mnist, tmp_path, *args):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, str(REPO / "scripts" / "mlp.py"), "--dataset", str(small_mnist),
+                             *SMALL, *args], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_checkpoint_is_kept(small_mnist, tmp_path):
+    process = start(small_mnist, tmp_path)
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith("epoch 2,"):
+            process.send_signal(signal.SIGTERM)
+            break
+    out, err = process.communicate(timeout=300)
+    stdout = "".join(seen) + out
+    assert process.returncode == 143, err  # 128 + SIGTERM
+    assert "Optimization complete" not in stdout and "inf %" not in stdout
+    assert stdout.splitlines()[-1].startswith("Interrupted by SIGTERM in epoch ")
+    assert "Stopped by SIGTERM" in err and "--resume" in err and "Traceback" not in err
+
+    # a new run refuses to start over the interrupted one, before building anything
+    again = run_python(str(REPO / "scripts" / "mlp.py"), "--dataset", str(small_mnist), *SMALL, cwd=tmp_path)
+    assert again.returncode == 1 and "mlp.ckpt holds an interrupted run" in again.stderr
+    assert "--resume" in again.stderr and "--discard-checkpoint" in again.stderr
+    assert "building the model" not in again.stdout
+    resumed = run_python(str(REPO / "scripts" / "mlp.py"), "--dataset", str(small_mnist), *SMALL, "--resume",
+                         cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming mlp.ckpt" in resumed.stderr and "Optimization complete." in resumed.stdout
+
+
+def test_ctrl_c_before_training_exits_130_without_a_traceback(small_mnist, tmp_path):
+    process = start(small_mnist, tmp_path)
+    assert process.stdout.readline() == "... loading data\n"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert "before training started" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.lock"))

@@ -1,4 +1,4 @@
-"""The reproduction tooling: weight tiles, the parsing of the tutorials' printed lines, --seeds."""
+"""The reproduction tooling: weight tiles, results from the tutorials' recorded history, --seeds."""
 
 from __future__ import annotations
 
@@ -29,33 +29,17 @@ def test_tiles_are_laid_out_row_by_row_with_spacing_and_scaling():
         tile_raster_images(X, (3, 3), (1, 3))
 
 
-LENET_LOG = """... loading data
-... building the model
-... training
-training @ iter =  0
-epoch 1, minibatch 100/100, validation error 9.230000 %
-     epoch 1, minibatch 100/100, test error of best model 9.800000 %
-epoch 2, minibatch 100/100, validation error 5.100000 %
-     epoch 2, minibatch 100/100, test error of best model 5.000000 %
-epoch 3, minibatch 100/100, validation error 5.200000 %
-Optimization complete.
-Best validation score of 5.100000 % obtained at iteration 200, with test performance 5.000000 %
-"""
-
-
-def test_parse_log_reads_curves_and_the_final_result():
-    parsed = reproduce.parse_log(LENET_LOG)
-    assert parsed["validation"] == 5.1 and parsed["test"] == 5.0 and parsed["best_iteration"] == 200
-    assert parsed["epochs"] == 3
-    assert parsed["validation_curve"] == [(100, 9.23), (200, 5.1), (300, 5.2)]
-    assert parsed["test_curve"] == [(100, 9.8), (200, 5.0)]
-    logistic = ("epoch 1, minibatch 83/83, validation error 12.458333 %\n"
-                "Optimization complete with best validation score of 12.458333 %,with test performance 12.375000 %\n"
-                "The code run for 2 epochs, with 20.000000 epochs/sec\n")
-    parsed = reproduce.parse_log(logistic)
-    assert parsed["epochs"] == 2 and parsed["best_iteration"] == 83 and parsed["test"] == 12.375
-    with pytest.raises(ValueError, match="did not finish"):
-        reproduce.parse_log(LENET_LOG.rsplit("Optimization", 1)[0])
+def test_results_come_from_the_recorded_history():
+    record = {"best_validation_loss": 0.051, "test_score": 0.05, "best_iter": 199, "epochs": 3,
+              "history": [{"iter": 99, "validation_loss": 0.0923, "test_score": 0.098},
+                          {"iter": 199, "validation_loss": 0.051, "test_score": 0.05},
+                          {"iter": 299, "validation_loss": 0.052, "test_score": None}]}
+    result = reproduce.result_of(record)
+    assert result["validation"] == pytest.approx(5.1) and result["test"] == pytest.approx(5.0)
+    assert result["best_iteration"] == 200 and result["epochs"] == 3  # counted from 1, as printed
+    assert [i for i, _ in result["validation_curve"]] == [100, 200, 300]
+    assert [e for _, e in result["validation_curve"]] == pytest.approx([9.23, 5.1, 5.2])
+    assert [i for i, _ in result["test_curve"]] == [100, 200]
 
 
 def test_seeds_repeat_a_run_with_the_next_seeds_and_report_their_spread(mnist_path, tmp_path, monkeypatch):
@@ -66,10 +50,15 @@ def test_seeds_repeat_a_run_with_the_next_seeds_and_report_their_spread(mnist_pa
     result = json.loads((tmp_path / "mlp.json").read_text())
     other = json.loads((tmp_path / "seeds" / "mlp_seed1235.json").read_text())
     assert result["seed"] == 1234 and other["seed"] == 1235
-    assert result["arguments"] == ["--n-epochs", "1", "--n-hidden", "20", "--batch-size", "100", "--learning-rate", "0.1"]
+    assert result["arguments"] == ["--n-epochs", "1", "--n-hidden", "20", "--batch-size", "100",
+                                   "--learning-rate", "0.1"]
     # another seed is another initialisation, hence another (sane) result
     assert result["validation_curve"] != other["validation_curve"]
     assert 3 < other["test"] < 30
+    # the curve is the loop's own record, the same numbers the log prints
+    log = (tmp_path / "logs" / "mlp.log").read_text().splitlines()
+    printed = [float(line.split()[-2]) for line in log if "validation error" in line]
+    assert [round(e, 6) for _, e in result["validation_curve"]] == printed
     summary = result["seed_summary"]
     assert summary["seeds"] == [1234, 1235] and summary["test"] == [result["test"], other["test"]]
     assert summary["test_mean"] == pytest.approx(np.mean(summary["test"]))
@@ -82,3 +71,60 @@ def test_seeds_repeat_a_run_with_the_next_seeds_and_report_their_spread(mnist_pa
     assert reproduce.main([*quick, "--resume"]) == 0
     assert log.stat().st_mtime_ns == before
     assert json.loads((tmp_path / "mlp.json").read_text())["seed_summary"] == summary
+
+
+@pytest.mark.parametrize("program_args, message", [
+    ("--n-epochs '1", "No closing quotation"),
+    ("--n-epochs 1 --bogus 2", "does not suit mlp: unrecognized arguments: --bogus 2"),
+    ("--n-epochs one", "argument --n-epochs: invalid int value: 'one'"),
+    ("--resume", "sets --resume itself"),
+])
+def test_bad_program_args_are_refused_before_anything_runs(tmp_path, capsys, program_args, message):
+    with pytest.raises(SystemExit) as exit:
+        reproduce.main(["--only", "mlp", "--out", str(tmp_path), f"--program-args={program_args}"])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "mlp").exists()
+
+
+def test_stale_and_interrupted_checkpoints(tmp_path, capsys):
+    import pytensor
+
+    from deeplearning_tutorial.checkpoints import Checkpoint
+    from deeplearning_tutorial.training import LoopState
+
+    workdir = tmp_path / "mlp"
+    workdir.mkdir()
+    param = pytensor.shared(np.zeros(3))
+    Checkpoint(workdir / "mlp.ckpt", "mlp", {"n_epochs": 1}).save(LoopState(patience=5), [param])
+    record = dict(arguments=["--n-epochs", "1"], floatX="float32", mode="NUMBA")
+    # without --resume: an interrupted run's checkpoint stops reproduce.py with a message
+    with pytest.raises(RuntimeError, match=r"mlp.ckpt holds an interrupted run: continue it with --resume"):
+        reproduce._refuse_interrupted_checkpoint(workdir, "mlp")
+    # with --resume: continued when this configuration left it ...
+    command = []
+    assert reproduce._checkpoint_left(workdir, "mlp", record, {**record, "wall_seconds": 3.0}, command)
+    assert command == ["--resume"]
+    # ... discarded, with a note, when other arguments left it
+    command = []
+    assert not reproduce._checkpoint_left(workdir, "mlp", record, {**record, "arguments": []}, command)
+    assert command == ["--discard-checkpoint"] and "starting over" in capsys.readouterr().err
+    Checkpoint(workdir / "mlp.ckpt", "mlp", {"n_epochs": 1}).save(LoopState(patience=5), [param], finished=True)
+    reproduce._refuse_interrupted_checkpoint(workdir, "mlp")  # a finished run's: no objection
+
+
+def test_ctrl_c_while_a_tutorial_starts_reaches_it(small_mnist, tmp_path):
+    """The child must not inherit an ignored SIGINT: Ctrl-C during its start-up stops it."""
+    import os
+    import signal
+    import subprocess
+
+    command = [sys.executable, str(REPO / "scripts" / "reproduce.py"), "--only", "logistic_sgd", "--out",
+               str(tmp_path), "--program-args", f"--dataset {small_mnist} --n-epochs 1000"]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert process.stdout.readline().startswith("running -m deeplearning_tutorial.logistic_sgd")
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert "logistic_sgd was interrupted; continue with --resume" in err
+    assert not (tmp_path / "logistic_sgd.json").exists()
