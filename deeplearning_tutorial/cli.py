@@ -108,6 +108,8 @@ def run(function: Callable, argv: Sequence[str] | None = None) -> Any:
         raise SystemExit(128 + signum) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if not isinstance(state, LoopState):  # a run that trained nothing (lenet5 --summary): no history
+        return state
     if history_file is not None:
         with atomic_write(history_file, "w") as handle:
             json.dump(history_record(state, arguments), handle, indent=1)

@@ -13,6 +13,7 @@ code, run on Theano 1.0.5 in float64, ends its 50 iterations with
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -248,14 +249,20 @@ def test_help_lists_every_parameter(tmp_path):
         assert option in result.stdout
 
 
-def test_reproduce_reads_the_printed_lines():
+def test_history_file_matches_the_printed_lines_and_reproduce_reads_it(mnist_path, tmp_path):
     sys.path.insert(0, str(REPO / "scripts"))
     import reproduce
 
-    log = ("... loading data\n... building the model\nOptimizing using scipy.optimize.fmin_cg...\n"
-           "validation error 29.989583 %\nvalidation error 24.656250 %\nvalidation error 24.781250 %\n"
-           "Optimization complete with best validation score of 24.656250 %, with test performance 24.500000 %\n")
-    parsed = reproduce.parse_log(log)
-    assert parsed["validation_curve"] == [(1, 29.989583), (2, 24.65625), (3, 24.78125)]
-    assert (parsed["validation"], parsed["test"]) == (24.65625, 24.5)
-    assert parsed["best_iteration"] == 2 and parsed["epochs"] == 3
+    result = run_cg(tmp_path, "float64", "--n-epochs", "3",
+                    "--history-file", "history.json")
+    assert result.returncode == 0, result.stderr
+    printed = [float(VALIDATION.fullmatch(line)[1]) for line in result.stdout.splitlines()
+               if line.startswith("validation error")]
+    final = re.fullmatch(r"Optimization complete with best validation score of (\d+\.\d{6}) %, "
+                         r"with test performance (\d+\.\d{6}) %", result.stdout.splitlines()[-1])
+    parsed = reproduce.result_of(json.loads((tmp_path / "history.json").read_text()))
+    assert [i for i, _ in parsed["validation_curve"]] == list(range(1, len(printed) + 1))
+    assert [round(e, 6) for _, e in parsed["validation_curve"]] == printed  # one entry per CG iteration
+    assert (round(parsed["validation"], 6), round(parsed["test"], 6)) == (float(final[1]), float(final[2]))
+    assert parsed["validation"] == min(e for _, e in parsed["validation_curve"])
+    assert parsed["best_iteration"] == 1 + printed.index(min(printed)) and parsed["epochs"] == len(printed)
