@@ -21,8 +21,10 @@ import ctypes
 import llvmlite.binding
 import numba
 import numpy as np
+import pytensor.tensor as pt
 from numba import types
 from numba.extending import overload
+from pytensor.graph.basic import Variable
 
 from deeplearning_tutorial.ops import blas_threads
 
@@ -64,17 +66,32 @@ _library.dlt_set_blas(_cython_blas_address("sgemm"), _cython_blas_address("dgemm
 
 
 def _c_function(name: str, pointers: int, integers: int) -> types.ExternalFunction:
-    """The C kernel ``name``: status (itemsize, *pointers, *int64 arguments)."""
-    return types.ExternalFunction(name, types.int32(types.int64, *[types.voidptr] * pointers,
+    """The C kernel ``name``: status (itemsize, *pointers, geometry struct, *int64 arguments)."""
+    return types.ExternalFunction(name, types.int32(types.int64, *[types.voidptr] * pointers, types.voidptr,
                                                     *[types.int64] * integers))
 
 
-_c_corr2d = _c_function("dlt_corr2d", 3, 17)
-_c_corr2d_grad_weights = _c_function("dlt_corr2d_grad_weights", 3, 17)
-_c_corr2d_grad_inputs = _c_function("dlt_corr2d_grad_inputs", 3, 17)
-_c_pool = _c_function("dlt_pool", 2, 14)
-_c_max_pool_grad = _c_function("dlt_max_pool_grad", 4, 13)
-_c_average_pool_grad = _c_function("dlt_average_pool_grad", 2, 14)
+# The geometry structs of kernels.c, field for field (the C code reads them by name).
+CONV_SHAPE = np.dtype([(field, np.int64) for field in (
+    "images", "channels", "height", "width", "filters", "kh", "kw", "oh", "ow",
+    "ph", "pw", "sh", "sw", "dh", "dw", "groups")])
+POOL_SHAPE = np.dtype([(field, np.int64) for field in (
+    "batch", "height", "width", "oh", "ow", "wh", "ww", "sh", "sw", "ph", "pw", "ignore_border")])
+
+_c_corr2d = _c_function("dlt_corr2d", 3, 2)
+_c_corr2d_grad_weights = _c_function("dlt_corr2d_grad_weights", 3, 2)
+_c_corr2d_grad_inputs = _c_function("dlt_corr2d_grad_inputs", 3, 2)
+_c_pool = _c_function("dlt_pool", 2, 2)
+_c_max_pool_grad = _c_function("dlt_max_pool_grad", 4, 1)
+_c_max_pool_grad_grad = _c_function("dlt_max_pool_grad_grad", 4, 1)
+_c_average_pool_grad = _c_function("dlt_average_pool_grad", 2, 2)
+
+
+def struct_sizes() -> tuple[int, int]:
+    """sizeof the C structs conv_shape and pool_shape (the records above must match them)."""
+    result = (ctypes.c_int64 * 2)()
+    _library.dlt_struct_sizes(result)
+    return tuple(result)
 
 
 def chunking(n_images: int, rows: int, positions: int, itemsize: int, threads: int) -> tuple[int, int, int]:
@@ -109,25 +126,72 @@ def _check_status(status):
 
 
 # --------------------------------------------------------------------------
-# Output sizes (shared by the Ops' shape inference and the kernels)
+# Output sizes: one function per operation, for ints (the kernels, compiled
+# by Numba; the JAX backend) and for symbolic sizes (the Ops' shapes) alike
 # --------------------------------------------------------------------------
 
+# Border modes that derive the zero padding from the filter size (Theano's).
+FULL, HALF = -1, -2
+BORDER_MODES = {"full": FULL, "half": HALF}
 
-@jit
+
+def _nonnegative(value):
+    """max(value, 0), for an int or a symbolic integer."""
+    return pt.maximum(value, 0) if isinstance(value, Variable) else max(value, 0)
+
+
+@overload(_nonnegative)
+def _nonnegative_compiled(value):
+    return lambda value: max(value, 0)
+
+
+def conv_padding(border, kernel, dilation):
+    """Zero padding along one axis: ``border`` itself when >= 0; derived from the
+    (dilated) filter size for ``FULL`` (every overlap) and ``HALF`` (Theano's 'half')."""
+    if border == FULL:
+        return (kernel - 1) * dilation
+    if border == HALF:
+        return ((kernel - 1) * dilation + 1) // 2
+    return border
+
+
 def conv_output_size(size, kernel, pad, stride, dilation):
-    """Length of a 'valid' correlation along one axis after zero padding."""
+    """Length of a 'valid' correlation along one axis after zero padding by ``pad``."""
     return (size + 2 * pad - (kernel - 1) * dilation - 1) // stride + 1
 
 
-@jit
 def pool_output_size(size, window, stride, pad, ignore_border):
     """Theano's pooled length along one axis."""
     padded = size + 2 * pad
     if ignore_border:
-        return max(0, (padded - window) // stride + 1)
+        return _nonnegative((padded - window) // stride + 1)
     if stride >= window:
         return (padded - 1) // stride + 1
-    return max(0, (padded - 1 - window + stride) // stride) + 1
+    return _nonnegative((padded - 1 - window + stride) // stride) + 1
+
+
+_conv_padding, _conv_output_size, _pool_output_size = map(jit, (conv_padding, conv_output_size, pool_output_size))
+
+
+@jit
+def _conv_shape(images, channels, height, width, filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw, groups):
+    """The C kernels' conv_shape struct."""
+    shape = np.empty(1, CONV_SHAPE)
+    s = shape[0]
+    s.images, s.channels, s.height, s.width, s.filters = images, channels, height, width, filters
+    s.kh, s.kw, s.oh, s.ow, s.ph, s.pw = kh, kw, oh, ow, ph, pw
+    s.sh, s.sw, s.dh, s.dw, s.groups = sh, sw, dh, dw, groups
+    return shape
+
+
+@jit
+def _pool_shape(batch, height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border):
+    """The C kernels' pool_shape struct."""
+    shape = np.empty(1, POOL_SHAPE)
+    s = shape[0]
+    s.batch, s.height, s.width, s.oh, s.ow = batch, height, width, oh, ow
+    s.wh, s.ww, s.sh, s.sw, s.ph, s.pw, s.ignore_border = wh, ww, sh, sw, ph, pw, ignore_border
+    return shape
 
 
 # --------------------------------------------------------------------------
@@ -136,51 +200,69 @@ def pool_output_size(size, window, stride, pad, ignore_border):
 
 
 @jit
-def corr2d(x, kern, ph, pw, sh, sw, dh, dw, flip, threads):
-    """'Valid' cross-correlation of zero-padded ``x`` (n, c, h, w) with ``kern`` (f, c, kh, kw)."""
+def _check_groups(channels, kern_channels, n_filters, groups):
+    if groups < 1 or n_filters % groups != 0:
+        raise ValueError("conv2d: num_groups must be >= 1 and divide the number of filters (axis 0)")
+    if channels != kern_channels * groups:
+        raise ValueError("conv2d: the input's channel count (axis 1) differs from the filters' (axis 1) "
+                         "times num_groups")
+
+
+@jit
+def corr2d(x, kern, ph, pw, sh, sw, dh, dw, groups, flip, threads):
+    """'Valid' cross-correlation of zero-padded ``x`` (n, c, h, w) with ``kern`` (f, c/groups, kh, kw);
+    ``ph``/``pw`` may be ``FULL`` or ``HALF``."""
     x, kern = np.ascontiguousarray(x), np.ascontiguousarray(kern)
     n_images, channels, height, width = x.shape
     n_filters, kern_channels, kh, kw = kern.shape
-    if channels != kern_channels:
-        raise ValueError("conv2d: the input's channel count (axis 1) differs from the filters' (axis 1)")
-    oh = conv_output_size(height, kh, ph, sh, dh)
-    ow = conv_output_size(width, kw, pw, sw, dw)
+    _check_groups(channels, kern_channels, n_filters, groups)
+    ph, pw = _conv_padding(ph, kh, dh), _conv_padding(pw, kw, dw)
+    oh = _conv_output_size(height, kh, ph, sh, dh)
+    ow = _conv_output_size(width, kw, pw, sw, dw)
     if oh < 1 or ow < 1:
         raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
     out = np.empty((n_images, n_filters, oh, ow), dtype=x.dtype)
-    _check_status(_c_corr2d(_float_size(x, kern), x.ctypes, kern.ctypes, out.ctypes, n_images, channels, height,
-                            width, n_filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw, flip, threads))
+    shape = _conv_shape(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
+                        kh=kh, kw=kw, oh=oh, ow=ow, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw, groups=groups)
+    _check_status(_c_corr2d(_float_size(x, kern), x.ctypes, kern.ctypes, out.ctypes, shape.ctypes, flip, threads))
     return out
 
 
 @jit
-def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, flip, threads):
-    """Gradient of :func:`corr2d` with respect to the (f, c, kh, kw) filters, given the output gradient."""
+def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, groups, flip, threads):
+    """Gradient of :func:`corr2d` with respect to the (f, c/groups, kh, kw) filters, given the output gradient."""
     x, gout = np.ascontiguousarray(x), np.ascontiguousarray(gout)
     n_images, channels, height, width = x.shape
     n_filters, oh, ow = gout.shape[1], gout.shape[2], gout.shape[3]
-    if (gout.shape[0] != n_images or oh != conv_output_size(height, kh, ph, sh, dh)
-            or ow != conv_output_size(width, kw, pw, sw, dw)):
+    _check_groups(channels, channels // groups if groups > 0 else 0, n_filters, groups)
+    ph, pw = _conv_padding(ph, kh, dh), _conv_padding(pw, kw, dw)
+    if (gout.shape[0] != n_images or oh != _conv_output_size(height, kh, ph, sh, dh)
+            or ow != _conv_output_size(width, kw, pw, sw, dw)):
         raise ValueError("conv2d gradient: the output gradient's shape does not match the input's")
-    d_kern = np.empty((n_filters, channels, kh, kw), dtype=x.dtype)
-    _check_status(_c_corr2d_grad_weights(_float_size(x, gout), x.ctypes, gout.ctypes, d_kern.ctypes, n_images, channels,
-                                         height, width, n_filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw,
+    d_kern = np.empty((n_filters, channels // groups, kh, kw), dtype=x.dtype)
+    shape = _conv_shape(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
+                        kh=kh, kw=kw, oh=oh, ow=ow, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw, groups=groups)
+    _check_status(_c_corr2d_grad_weights(_float_size(x, gout), x.ctypes, gout.ctypes, d_kern.ctypes, shape.ctypes,
                                          flip, threads))
     return d_kern
 
 
 @jit
-def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, flip, threads):
+def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, groups, flip, threads):
     """Gradient of :func:`corr2d` with respect to its (n, c, height, width) input, given the output gradient."""
     kern, gout = np.ascontiguousarray(kern), np.ascontiguousarray(gout)
-    n_filters, channels, kh, kw = kern.shape
+    n_filters, kern_channels, kh, kw = kern.shape
     n_images, oh, ow = gout.shape[0], gout.shape[2], gout.shape[3]
-    if (gout.shape[1] != n_filters or oh != conv_output_size(height, kh, ph, sh, dh)
-            or ow != conv_output_size(width, kw, pw, sw, dw)):
+    channels = kern_channels * groups
+    _check_groups(channels, kern_channels, n_filters, groups)
+    ph, pw = _conv_padding(ph, kh, dh), _conv_padding(pw, kw, dw)
+    if (gout.shape[1] != n_filters or oh != _conv_output_size(height, kh, ph, sh, dh)
+            or ow != _conv_output_size(width, kw, pw, sw, dw)):
         raise ValueError("conv2d gradient: the output gradient's shape does not match the filters'")
     dx = np.empty((n_images, channels, height, width), dtype=gout.dtype)
-    _check_status(_c_corr2d_grad_inputs(_float_size(kern, gout), kern.ctypes, gout.ctypes, dx.ctypes, n_images,
-                                        channels, height, width, n_filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw,
+    shape = _conv_shape(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
+                        kh=kh, kw=kw, oh=oh, ow=ow, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw, groups=groups)
+    _check_status(_c_corr2d_grad_inputs(_float_size(kern, gout), kern.ctypes, gout.ctypes, dx.ctypes, shape.ctypes,
                                         flip, threads))
     return dx
 
@@ -191,16 +273,31 @@ def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, flip, 
 
 
 @jit
+def _pooled_shape(height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border, batch):
+    """For the gradients: the pool_shape struct of pooling (batch, height, width) into
+    (batch, oh, ow), once these sizes are checked against each other."""
+    if oh != _pool_output_size(height, wh, sh, ph, ignore_border) or ow != _pool_output_size(width, ww, sw, pw,
+                                                                                             ignore_border):
+        raise ValueError("pool_2d gradient: the pooled input or its gradient does not match the input's shape")
+    return _pool_shape(batch=batch, height=height, width=width, oh=oh, ow=ow, wh=wh, ww=ww, sh=sh, sw=sw,
+                       ph=ph, pw=pw, ignore_border=ignore_border)
+
+
+@jit
 def pool(x, wh, ww, sh, sw, ph, pw, ignore_border, mode, threads):
     """Theano's pooling of ``x`` (b, h, w); padding never wins a max and only
-    'average_inc_pad' counts it."""
+    'average_inc_pad' counts it; a NaN in a window makes its max NaN."""
     x = np.ascontiguousarray(x)
     batch, height, width = x.shape
-    oh = pool_output_size(height, wh, sh, ph, ignore_border)
-    ow = pool_output_size(width, ww, sw, pw, ignore_border)
+    if ignore_border and (height + 2 * ph < wh or width + 2 * pw < ww):
+        raise ValueError("pool_2d: the pooling window is larger than the padded input (ignore_border=True "
+                         "leaves no window); use a smaller ws or ignore_border=False")
+    oh = _pool_output_size(height, wh, sh, ph, ignore_border)
+    ow = _pool_output_size(width, ww, sw, pw, ignore_border)
     out = np.empty((batch, oh, ow), dtype=x.dtype)
-    _check_status(_c_pool(_float_size(x), x.ctypes, out.ctypes, batch, height, width, oh, ow, wh, ww, sh, sw, ph, pw,
-                          ignore_border, mode, threads))
+    shape = _pool_shape(batch=batch, height=height, width=width, oh=oh, ow=ow, wh=wh, ww=ww, sh=sh, sw=sw,
+                        ph=ph, pw=pw, ignore_border=ignore_border)
+    _check_status(_c_pool(_float_size(x), x.ctypes, out.ctypes, shape.ctypes, mode, threads))
     return out
 
 
@@ -209,15 +306,31 @@ def max_pool_grad(x, maxout, gz, wh, ww, sh, sw, ph, pw, ignore_border, threads)
     """Gradient of max pooling: each window's gradient goes to every input equal to its maximum."""
     x, maxout, gz = np.ascontiguousarray(x), np.ascontiguousarray(maxout), np.ascontiguousarray(gz)
     batch, height, width = x.shape
-    oh, ow = maxout.shape[1], maxout.shape[2]
-    if (maxout.shape[0] != batch or gz.shape != maxout.shape
-            or oh != pool_output_size(height, wh, sh, ph, ignore_border)
-            or ow != pool_output_size(width, ww, sw, pw, ignore_border)):
+    if maxout.shape[0] != batch or gz.shape != maxout.shape:
         raise ValueError("pool_2d gradient: the pooled input or its gradient does not match the input's shape")
+    shape = _pooled_shape(height, width, maxout.shape[1], maxout.shape[2], wh, ww, sh, sw, ph, pw, ignore_border,
+                          batch)
     gx = np.empty_like(x)
-    _check_status(_c_max_pool_grad(_float_size(x, maxout, gz), x.ctypes, maxout.ctypes, gz.ctypes, gx.ctypes, batch,
-                                   height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border, threads))
+    _check_status(_c_max_pool_grad(_float_size(x, maxout, gz), x.ctypes, maxout.ctypes, gz.ctypes, gx.ctypes,
+                                   shape.ctypes, threads))
     return gx
+
+
+@jit
+def max_pool_grad_grad(x, maxout, ggx, wh, ww, sh, sw, ph, pw, ignore_border, threads):
+    """Gradient of :func:`max_pool_grad` with respect to its output gradient, given ``ggx``
+    (shaped like ``x``): each window gathers ``ggx`` at every input equal to its maximum."""
+    x, maxout, ggx = np.ascontiguousarray(x), np.ascontiguousarray(maxout), np.ascontiguousarray(ggx)
+    batch, height, width = x.shape
+    if maxout.shape[0] != batch or ggx.shape != x.shape:
+        raise ValueError("pool_2d second derivative: the pooled input or the gradient does not match the "
+                         "input's shape")
+    shape = _pooled_shape(height, width, maxout.shape[1], maxout.shape[2], wh, ww, sh, sw, ph, pw, ignore_border,
+                          batch)
+    ggz = np.empty_like(maxout)
+    _check_status(_c_max_pool_grad_grad(_float_size(x, maxout, ggx), x.ctypes, maxout.ctypes, ggx.ctypes,
+                                        ggz.ctypes, shape.ctypes, threads))
+    return ggz
 
 
 @jit
@@ -225,10 +338,7 @@ def average_pool_grad(gz, height, width, wh, ww, sh, sw, ph, pw, ignore_border, 
     """Gradient of sum and average pooling: each window's gradient spread over its (b, height, width) inputs."""
     gz = np.ascontiguousarray(gz)
     batch, oh, ow = gz.shape
-    if (oh != pool_output_size(height, wh, sh, ph, ignore_border)
-            or ow != pool_output_size(width, ww, sw, pw, ignore_border)):
-        raise ValueError("pool_2d gradient: the output gradient does not match the input's shape")
+    shape = _pooled_shape(height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border, batch)
     gx = np.empty((batch, height, width), dtype=gz.dtype)
-    _check_status(_c_average_pool_grad(_float_size(gz), gz.ctypes, gx.ctypes, batch, height, width, oh, ow, wh, ww,
-                                       sh, sw, ph, pw, ignore_border, mode, threads))
+    _check_status(_c_average_pool_grad(_float_size(gz), gz.ctypes, gx.ctypes, shape.ctypes, mode, threads))
     return gx
