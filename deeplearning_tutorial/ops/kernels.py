@@ -43,6 +43,9 @@ POOL_MODES = {"max": MAX, "sum": SUM, "average_inc_pad": AVERAGE_INC_PAD,
               "average_exc_pad": AVERAGE_EXC_PAD}
 
 jit = numba.njit(cache=True, nogil=True)
+# inlined into their callers at Numba's IR level: no separately compiled function
+# (each costs compile time; these two are called from every kernel)
+inline = numba.njit(cache=True, nogil=True, inline="always")
 
 
 def _cython_blas_address(name: str) -> int:
@@ -173,9 +176,25 @@ def pool_output_size(size, window, stride, pad, ignore_border):
 _conv_padding, _conv_output_size, _pool_output_size = map(jit, (conv_padding, conv_output_size, pool_output_size))
 
 
-@jit
-def _conv_shape(images, channels, height, width, filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw, groups):
-    """The C kernels' conv_shape struct."""
+# --------------------------------------------------------------------------
+# The geometry structs: one function per operation checks the sizes and
+# fills the struct
+# --------------------------------------------------------------------------
+
+
+@inline
+def _conv_geometry(images, channels, height, width, filters, filter_channels, kh, kw, ph, pw, sh, sw, dh, dw,
+                   groups):
+    """The conv_shape struct of a correlation; ``ph``/``pw`` may be ``FULL`` or ``HALF``."""
+    if groups < 1 or filters % groups != 0:
+        raise ValueError("conv2d: num_groups must be >= 1 and divide the number of filters (axis 0)")
+    if channels != filter_channels * groups:
+        raise ValueError("conv2d: the input's channel count (axis 1) differs from the filters' (axis 1) "
+                         "times num_groups")
+    ph, pw = _conv_padding(ph, kh, dh), _conv_padding(pw, kw, dw)
+    oh, ow = _conv_output_size(height, kh, ph, sh, dh), _conv_output_size(width, kw, pw, sw, dw)
+    if oh < 1 or ow < 1:
+        raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
     shape = np.empty(1, CONV_SHAPE)
     s = shape[0]
     s.images, s.channels, s.height, s.width, s.filters = images, channels, height, width, filters
@@ -184,12 +203,17 @@ def _conv_shape(images, channels, height, width, filters, kh, kw, oh, ow, ph, pw
     return shape
 
 
-@jit
-def _pool_shape(batch, height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border):
-    """The C kernels' pool_shape struct."""
+@inline
+def _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border):
+    """The pool_shape struct of pooling (batch, height, width) arrays."""
+    if ignore_border and (height + 2 * ph < wh or width + 2 * pw < ww):
+        raise ValueError("pool_2d: the pooling window is larger than the padded input (ignore_border=True "
+                         "leaves no window); use a smaller ws or ignore_border=False")
     shape = np.empty(1, POOL_SHAPE)
     s = shape[0]
-    s.batch, s.height, s.width, s.oh, s.ow = batch, height, width, oh, ow
+    s.batch, s.height, s.width = batch, height, width
+    s.oh, s.ow = _pool_output_size(height, wh, sh, ph, ignore_border), _pool_output_size(width, ww, sw, pw,
+                                                                                         ignore_border)
     s.wh, s.ww, s.sh, s.sw, s.ph, s.pw, s.ignore_border = wh, ww, sh, sw, ph, pw, ignore_border
     return shape
 
@@ -200,30 +224,16 @@ def _pool_shape(batch, height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_bor
 
 
 @jit
-def _check_groups(channels, kern_channels, n_filters, groups):
-    if groups < 1 or n_filters % groups != 0:
-        raise ValueError("conv2d: num_groups must be >= 1 and divide the number of filters (axis 0)")
-    if channels != kern_channels * groups:
-        raise ValueError("conv2d: the input's channel count (axis 1) differs from the filters' (axis 1) "
-                         "times num_groups")
-
-
-@jit
 def corr2d(x, kern, ph, pw, sh, sw, dh, dw, groups, flip, threads):
     """'Valid' cross-correlation of zero-padded ``x`` (n, c, h, w) with ``kern`` (f, c/groups, kh, kw);
     ``ph``/``pw`` may be ``FULL`` or ``HALF``."""
     x, kern = np.ascontiguousarray(x), np.ascontiguousarray(kern)
     n_images, channels, height, width = x.shape
-    n_filters, kern_channels, kh, kw = kern.shape
-    _check_groups(channels, kern_channels, n_filters, groups)
-    ph, pw = _conv_padding(ph, kh, dh), _conv_padding(pw, kw, dw)
-    oh = _conv_output_size(height, kh, ph, sh, dh)
-    ow = _conv_output_size(width, kw, pw, sw, dw)
-    if oh < 1 or ow < 1:
-        raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
-    out = np.empty((n_images, n_filters, oh, ow), dtype=x.dtype)
-    shape = _conv_shape(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
-                        kh=kh, kw=kw, oh=oh, ow=ow, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw, groups=groups)
+    n_filters, filter_channels, kh, kw = kern.shape
+    shape = _conv_geometry(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
+                           filter_channels=filter_channels, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw,
+                           groups=groups)
+    out = np.empty((n_images, n_filters, shape[0].oh, shape[0].ow), dtype=x.dtype)
     _check_status(_c_corr2d(_float_size(x, kern), x.ctypes, kern.ctypes, out.ctypes, shape.ctypes, flip, threads))
     return out
 
@@ -233,15 +243,14 @@ def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, groups, flip, t
     """Gradient of :func:`corr2d` with respect to the (f, c/groups, kh, kw) filters, given the output gradient."""
     x, gout = np.ascontiguousarray(x), np.ascontiguousarray(gout)
     n_images, channels, height, width = x.shape
-    n_filters, oh, ow = gout.shape[1], gout.shape[2], gout.shape[3]
-    _check_groups(channels, channels // groups if groups > 0 else 0, n_filters, groups)
-    ph, pw = _conv_padding(ph, kh, dh), _conv_padding(pw, kw, dw)
-    if (gout.shape[0] != n_images or oh != _conv_output_size(height, kh, ph, sh, dh)
-            or ow != _conv_output_size(width, kw, pw, sw, dw)):
+    n_filters = gout.shape[1]
+    filter_channels = channels // groups if groups > 0 else 0
+    shape = _conv_geometry(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
+                           filter_channels=filter_channels, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw,
+                           groups=groups)
+    if gout.shape[0] != n_images or gout.shape[2] != shape[0].oh or gout.shape[3] != shape[0].ow:
         raise ValueError("conv2d gradient: the output gradient's shape does not match the input's")
-    d_kern = np.empty((n_filters, channels // groups, kh, kw), dtype=x.dtype)
-    shape = _conv_shape(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
-                        kh=kh, kw=kw, oh=oh, ow=ow, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw, groups=groups)
+    d_kern = np.empty((n_filters, filter_channels, kh, kw), dtype=x.dtype)
     _check_status(_c_corr2d_grad_weights(_float_size(x, gout), x.ctypes, gout.ctypes, d_kern.ctypes, shape.ctypes,
                                          flip, threads))
     return d_kern
@@ -251,17 +260,14 @@ def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, groups, flip, t
 def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, groups, flip, threads):
     """Gradient of :func:`corr2d` with respect to its (n, c, height, width) input, given the output gradient."""
     kern, gout = np.ascontiguousarray(kern), np.ascontiguousarray(gout)
-    n_filters, kern_channels, kh, kw = kern.shape
-    n_images, oh, ow = gout.shape[0], gout.shape[2], gout.shape[3]
-    channels = kern_channels * groups
-    _check_groups(channels, kern_channels, n_filters, groups)
-    ph, pw = _conv_padding(ph, kh, dh), _conv_padding(pw, kw, dw)
-    if (gout.shape[1] != n_filters or oh != _conv_output_size(height, kh, ph, sh, dh)
-            or ow != _conv_output_size(width, kw, pw, sw, dw)):
+    n_filters, filter_channels, kh, kw = kern.shape
+    n_images = gout.shape[0]
+    shape = _conv_geometry(images=n_images, channels=filter_channels * groups, height=height, width=width,
+                           filters=n_filters, filter_channels=filter_channels, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh,
+                           sw=sw, dh=dh, dw=dw, groups=groups)
+    if gout.shape[1] != n_filters or gout.shape[2] != shape[0].oh or gout.shape[3] != shape[0].ow:
         raise ValueError("conv2d gradient: the output gradient's shape does not match the filters'")
-    dx = np.empty((n_images, channels, height, width), dtype=gout.dtype)
-    shape = _conv_shape(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
-                        kh=kh, kw=kw, oh=oh, ow=ow, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw, groups=groups)
+    dx = np.empty((n_images, filter_channels * groups, height, width), dtype=gout.dtype)
     _check_status(_c_corr2d_grad_inputs(_float_size(kern, gout), kern.ctypes, gout.ctypes, dx.ctypes, shape.ctypes,
                                         flip, threads))
     return dx
@@ -273,30 +279,13 @@ def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, groups
 
 
 @jit
-def _pooled_shape(height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border, batch):
-    """For the gradients: the pool_shape struct of pooling (batch, height, width) into
-    (batch, oh, ow), once these sizes are checked against each other."""
-    if oh != _pool_output_size(height, wh, sh, ph, ignore_border) or ow != _pool_output_size(width, ww, sw, pw,
-                                                                                             ignore_border):
-        raise ValueError("pool_2d gradient: the pooled input or its gradient does not match the input's shape")
-    return _pool_shape(batch=batch, height=height, width=width, oh=oh, ow=ow, wh=wh, ww=ww, sh=sh, sw=sw,
-                       ph=ph, pw=pw, ignore_border=ignore_border)
-
-
-@jit
 def pool(x, wh, ww, sh, sw, ph, pw, ignore_border, mode, threads):
     """Theano's pooling of ``x`` (b, h, w); padding never wins a max and only
     'average_inc_pad' counts it; a NaN in a window makes its max NaN."""
     x = np.ascontiguousarray(x)
     batch, height, width = x.shape
-    if ignore_border and (height + 2 * ph < wh or width + 2 * pw < ww):
-        raise ValueError("pool_2d: the pooling window is larger than the padded input (ignore_border=True "
-                         "leaves no window); use a smaller ws or ignore_border=False")
-    oh = _pool_output_size(height, wh, sh, ph, ignore_border)
-    ow = _pool_output_size(width, ww, sw, pw, ignore_border)
-    out = np.empty((batch, oh, ow), dtype=x.dtype)
-    shape = _pool_shape(batch=batch, height=height, width=width, oh=oh, ow=ow, wh=wh, ww=ww, sh=sh, sw=sw,
-                        ph=ph, pw=pw, ignore_border=ignore_border)
+    shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
+    out = np.empty((batch, shape[0].oh, shape[0].ow), dtype=x.dtype)
     _check_status(_c_pool(_float_size(x), x.ctypes, out.ctypes, shape.ctypes, mode, threads))
     return out
 
@@ -306,10 +295,9 @@ def max_pool_grad(x, maxout, gz, wh, ww, sh, sw, ph, pw, ignore_border, threads)
     """Gradient of max pooling: each window's gradient goes to every input equal to its maximum."""
     x, maxout, gz = np.ascontiguousarray(x), np.ascontiguousarray(maxout), np.ascontiguousarray(gz)
     batch, height, width = x.shape
-    if maxout.shape[0] != batch or gz.shape != maxout.shape:
+    shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
+    if maxout.shape != (batch, shape[0].oh, shape[0].ow) or gz.shape != maxout.shape:
         raise ValueError("pool_2d gradient: the pooled input or its gradient does not match the input's shape")
-    shape = _pooled_shape(height, width, maxout.shape[1], maxout.shape[2], wh, ww, sh, sw, ph, pw, ignore_border,
-                          batch)
     gx = np.empty_like(x)
     _check_status(_c_max_pool_grad(_float_size(x, maxout, gz), x.ctypes, maxout.ctypes, gz.ctypes, gx.ctypes,
                                    shape.ctypes, threads))
@@ -322,11 +310,10 @@ def max_pool_grad_grad(x, maxout, ggx, wh, ww, sh, sw, ph, pw, ignore_border, th
     (shaped like ``x``): each window gathers ``ggx`` at every input equal to its maximum."""
     x, maxout, ggx = np.ascontiguousarray(x), np.ascontiguousarray(maxout), np.ascontiguousarray(ggx)
     batch, height, width = x.shape
-    if maxout.shape[0] != batch or ggx.shape != x.shape:
+    shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
+    if maxout.shape != (batch, shape[0].oh, shape[0].ow) or ggx.shape != x.shape:
         raise ValueError("pool_2d second derivative: the pooled input or the gradient does not match the "
                          "input's shape")
-    shape = _pooled_shape(height, width, maxout.shape[1], maxout.shape[2], wh, ww, sh, sw, ph, pw, ignore_border,
-                          batch)
     ggz = np.empty_like(maxout)
     _check_status(_c_max_pool_grad_grad(_float_size(x, maxout, ggx), x.ctypes, maxout.ctypes, ggx.ctypes,
                                         ggz.ctypes, shape.ctypes, threads))
@@ -337,8 +324,10 @@ def max_pool_grad_grad(x, maxout, ggx, wh, ww, sh, sw, ph, pw, ignore_border, th
 def average_pool_grad(gz, height, width, wh, ww, sh, sw, ph, pw, ignore_border, mode, threads):
     """Gradient of sum and average pooling: each window's gradient spread over its (b, height, width) inputs."""
     gz = np.ascontiguousarray(gz)
-    batch, oh, ow = gz.shape
-    shape = _pooled_shape(height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border, batch)
+    batch = gz.shape[0]
+    shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
+    if gz.shape[1] != shape[0].oh or gz.shape[2] != shape[0].ow:
+        raise ValueError("pool_2d gradient: the output gradient does not match the input's shape")
     gx = np.empty((batch, height, width), dtype=gz.dtype)
     _check_status(_c_average_pool_grad(_float_size(gz), gz.ctypes, gx.ctypes, shape.ctypes, mode, threads))
     return gx

@@ -307,9 +307,42 @@ static int NAME(corr2d_grad_inputs)(const REAL *kern, const REAL *gout, const st
  * Pooling over the last two axes of a (batch, h, w) array
  * ------------------------------------------------------------------------ */
 
+/* Image b of x pooled into out, window by window: the general case. */
+static void NAME(pool_image)(const REAL *x, const struct pool_shape *s, int mode, int64_t b, REAL *out)
+{
+    const REAL *image = x + b * s->height * s->width;
+    for (int64_t i = 0; i < s->oh; i++) {
+        struct window r = window(i, s->wh, s->sh, s->ph, s->height);
+        for (int64_t j = 0; j < s->ow; j++) {
+            struct window c = window(j, s->ww, s->sw, s->pw, s->width);
+            REAL result;
+            if (mode == DLT_MAX) {
+                /* padding never wins: the maximum over the real inputs only (NaN if any is) */
+                result = image[r.first * s->width + c.first];
+                for (int64_t y = r.first; y < r.last; y++)
+                    for (int64_t xx = c.first; xx < c.last; xx++)
+                        result = MAX_NAN(result, image[y * s->width + xx]);
+            } else {
+                REAL total = 0;
+                for (int64_t y = r.first; y < r.last; y++)
+                    for (int64_t xx = c.first; xx < c.last; xx++)
+                        total += image[y * s->width + xx];
+                if (mode == DLT_AVERAGE_INC_PAD)
+                    total /= (REAL)((r.end - r.start) * (c.end - c.start));
+                else if (mode == DLT_AVERAGE_EXC_PAD)
+                    total /= (REAL)((r.last - r.first) * (c.last - c.first));
+                result = total;
+            }
+            out[(b * s->oh + i) * s->ow + j] = result;
+        }
+    }
+}
+
 /* Max pooling when every window lies inside the image (no padding, border
  * ignored): the maximum over a window's rows first, a whole image row at a
- * time (which vectorises), then over its columns. */
+ * time (which vectorises), then over its columns.  The plain maximum there
+ * does not propagate NaN, so the rows read are checked for NaN on the way
+ * (vectorised too) and an image that has one is pooled again by pool_image. */
 static int NAME(max_pool_full_windows)(const REAL *x, const struct pool_shape *s, int threads, REAL *out)
 {
     int status = DLT_OK;
@@ -321,20 +354,28 @@ static int NAME(max_pool_full_windows)(const REAL *x, const struct pool_shape *s
             if (!row_max)
                 continue;
             const REAL *image = x + b * s->height * s->width;
+            int nan = 0;
             for (int64_t i = 0; i < s->oh; i++) {
                 const REAL *top = image + i * s->sh * s->width;
-                for (int64_t xx = 0; xx < s->width; xx++)
+                for (int64_t xx = 0; xx < s->width; xx++) {
                     row_max[xx] = top[xx];
+                    nan |= top[xx] != top[xx];
+                }
                 for (int64_t u = 1; u < s->wh; u++)
-                    for (int64_t xx = 0; xx < s->width; xx++)
-                        row_max[xx] = MAX_NAN(row_max[xx], top[u * s->width + xx]);
+                    for (int64_t xx = 0; xx < s->width; xx++) {
+                        REAL value = top[u * s->width + xx];
+                        row_max[xx] = MAX(row_max[xx], value);
+                        nan |= value != value;
+                    }
                 for (int64_t j = 0; j < s->ow; j++) {
                     REAL best = row_max[j * s->sw];
                     for (int64_t v = 1; v < s->ww; v++)
-                        best = MAX_NAN(best, row_max[j * s->sw + v]);
+                        best = MAX(best, row_max[j * s->sw + v]);
                     out[(b * s->oh + i) * s->ow + j] = best;
                 }
             }
+            if (nan)
+                NAME(pool_image)(x, s, DLT_MAX, b, out);
         }
         if (!row_max) {
             #pragma omp atomic write
@@ -350,34 +391,8 @@ static int NAME(pool)(const REAL *x, const struct pool_shape *s, int mode, int t
     if (mode == DLT_MAX && s->ignore_border && s->ph == 0 && s->pw == 0)
         return NAME(max_pool_full_windows)(x, s, threads, out);
     #pragma omp parallel for num_threads(threads) if (threads > 1 && s->batch > 1) schedule(static)
-    for (int64_t b = 0; b < s->batch; b++) {
-        const REAL *image = x + b * s->height * s->width;
-        for (int64_t i = 0; i < s->oh; i++) {
-            struct window r = window(i, s->wh, s->sh, s->ph, s->height);
-            for (int64_t j = 0; j < s->ow; j++) {
-                struct window c = window(j, s->ww, s->sw, s->pw, s->width);
-                REAL result;
-                if (mode == DLT_MAX) {
-                    /* padding never wins: the maximum over the real inputs only (NaN if any is) */
-                    result = image[r.first * s->width + c.first];
-                    for (int64_t y = r.first; y < r.last; y++)
-                        for (int64_t xx = c.first; xx < c.last; xx++)
-                            result = MAX_NAN(result, image[y * s->width + xx]);
-                } else {
-                    REAL total = 0;
-                    for (int64_t y = r.first; y < r.last; y++)
-                        for (int64_t xx = c.first; xx < c.last; xx++)
-                            total += image[y * s->width + xx];
-                    if (mode == DLT_AVERAGE_INC_PAD)
-                        total /= (REAL)((r.end - r.start) * (c.end - c.start));
-                    else if (mode == DLT_AVERAGE_EXC_PAD)
-                        total /= (REAL)((r.last - r.first) * (c.last - c.first));
-                    result = total;
-                }
-                out[(b * s->oh + i) * s->ow + j] = result;
-            }
-        }
-    }
+    for (int64_t b = 0; b < s->batch; b++)
+        NAME(pool_image)(x, s, mode, b, out);
     return DLT_OK;
 }
 
