@@ -91,7 +91,7 @@ def test_the_kernels_blas_is_single_threaded_only_while_a_kernel_runs():
     library.dlt_blas_restore_threads(count)  # and when it returns
     assert controller.info()[0]["num_threads"] == count
     x, kern = np.ones((64, 3, 12, 12), np.float32), np.ones((4, 3, 5, 5), np.float32)
-    kernels.corr2d(x, kern, 0, 0, 1, 1, 1, 1, True, 2)
+    kernels.corr2d(x, kern, **UNPADDED, flip=True, threads=2)
     assert controller.info()[0]["num_threads"] == count
 
 
