@@ -137,10 +137,10 @@ def test_mismatched_shapes_are_refused():
         kernels.pool(x[0], **{**WINDOWS_2X2, "wh": 5}, ignore_border=True, mode=kernels.MAX, threads=1)
 
 
-def test_the_geometry_records_match_the_c_structs():
-    """The kernels read the geometry by field name from structs of int64s; NumPy's
-    records of the same fields must have the structs' sizes."""
-    assert kernels.struct_sizes() == (kernels.CONV_SHAPE.itemsize, kernels.POOL_SHAPE.itemsize)
+def test_the_geometry_tuples_match_the_c_structs():
+    """The kernels read the geometry by field name from structs of int64s; the named
+    tuples of the same fields must have the structs' sizes."""
+    assert kernels.struct_sizes() == (8 * len(kernels.ConvShape._fields), 8 * len(kernels.PoolShape._fields))
 
 
 @pytest.mark.parametrize("threads", [1, 3])

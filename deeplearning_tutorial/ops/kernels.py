@@ -16,6 +16,7 @@ filters by 180 degrees first (a true convolution, Theano's default).
 
 from __future__ import annotations
 
+import collections
 import ctypes
 
 import llvmlite.binding
@@ -23,7 +24,8 @@ import numba
 import numpy as np
 import pytensor.tensor as pt
 from numba import types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 from pytensor.graph.basic import Variable
 
 from deeplearning_tutorial.ops import blas_threads
@@ -74,12 +76,27 @@ def _c_function(name: str, pointers: int, integers: int) -> types.ExternalFuncti
                                                     *[types.int64] * integers))
 
 
-# The geometry structs of kernels.c, field for field (the C code reads them by name).
-CONV_SHAPE = np.dtype([(field, np.int64) for field in (
-    "images", "channels", "height", "width", "filters", "kh", "kw", "oh", "ow",
-    "ph", "pw", "sh", "sw", "dh", "dw", "groups")])
-POOL_SHAPE = np.dtype([(field, np.int64) for field in (
-    "batch", "height", "width", "oh", "ow", "wh", "ww", "sh", "sw", "ph", "pw", "ignore_border")])
+# The geometry structs of kernels.c, field for field, all int64 (the C code reads
+# them by name); built as named tuples in the compiled code, handed over by _as_struct.
+ConvShape = collections.namedtuple("ConvShape", ["images", "channels", "height", "width", "filters", "kh", "kw",
+                                                 "oh", "ow", "ph", "pw", "sh", "sw", "dh", "dw", "groups"])
+PoolShape = collections.namedtuple("PoolShape", ["batch", "height", "width", "oh", "ow", "wh", "ww", "sh", "sw",
+                                                 "ph", "pw", "ignore_border"])
+
+
+@intrinsic
+def _as_struct(typingctx, fields):
+    """A pointer to a copy of the int64 tuple ``fields`` in the caller's stack frame:
+    the C struct of the same fields, valid until the caller returns."""
+    if not isinstance(fields, types.BaseTuple) or any(field != types.int64 for field in fields):
+        raise numba.core.errors.TypingError(f"the kernels' geometry must be a tuple of int64, got {fields}")
+
+    def codegen(context, builder, signature, args):
+        slot = cgutils.alloca_once(builder, args[0].type)
+        builder.store(args[0], slot)
+        return builder.bitcast(slot, cgutils.voidptr_t)
+
+    return types.voidptr(fields), codegen
 
 _c_corr2d = _c_function("dlt_corr2d", 3, 2)
 _c_corr2d_grad_weights = _c_function("dlt_corr2d_grad_weights", 3, 2)
@@ -91,7 +108,7 @@ _c_average_pool_grad = _c_function("dlt_average_pool_grad", 2, 2)
 
 
 def struct_sizes() -> tuple[int, int]:
-    """sizeof the C structs conv_shape and pool_shape (the records above must match them)."""
+    """sizeof the C structs conv_shape and pool_shape (the named tuples above must match them)."""
     result = (ctypes.c_int64 * 2)()
     _library.dlt_struct_sizes(result)
     return tuple(result)
@@ -195,12 +212,8 @@ def _conv_geometry(images, channels, height, width, filters, filter_channels, kh
     oh, ow = _conv_output_size(height, kh, ph, sh, dh), _conv_output_size(width, kw, pw, sw, dw)
     if oh < 1 or ow < 1:
         raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
-    shape = np.empty(1, CONV_SHAPE)
-    s = shape[0]
-    s.images, s.channels, s.height, s.width, s.filters = images, channels, height, width, filters
-    s.kh, s.kw, s.oh, s.ow, s.ph, s.pw = kh, kw, oh, ow, ph, pw
-    s.sh, s.sw, s.dh, s.dw, s.groups = sh, sw, dh, dw, groups
-    return shape
+    return ConvShape(images=images, channels=channels, height=height, width=width, filters=filters, kh=kh, kw=kw,
+                     oh=oh, ow=ow, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw, groups=groups)
 
 
 @inline
@@ -209,13 +222,9 @@ def _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border):
     if ignore_border and (height + 2 * ph < wh or width + 2 * pw < ww):
         raise ValueError("pool_2d: the pooling window is larger than the padded input (ignore_border=True "
                          "leaves no window); use a smaller ws or ignore_border=False")
-    shape = np.empty(1, POOL_SHAPE)
-    s = shape[0]
-    s.batch, s.height, s.width = batch, height, width
-    s.oh, s.ow = _pool_output_size(height, wh, sh, ph, ignore_border), _pool_output_size(width, ww, sw, pw,
-                                                                                         ignore_border)
-    s.wh, s.ww, s.sh, s.sw, s.ph, s.pw, s.ignore_border = wh, ww, sh, sw, ph, pw, ignore_border
-    return shape
+    return PoolShape(batch=batch, height=height, width=width, oh=_pool_output_size(height, wh, sh, ph, ignore_border),
+                     ow=_pool_output_size(width, ww, sw, pw, ignore_border), wh=wh, ww=ww, sh=sh, sw=sw, ph=ph, pw=pw,
+                     ignore_border=np.int64(ignore_border))
 
 
 # --------------------------------------------------------------------------
@@ -233,8 +242,8 @@ def corr2d(x, kern, ph, pw, sh, sw, dh, dw, groups, flip, threads):
     shape = _conv_geometry(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
                            filter_channels=filter_channels, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw,
                            groups=groups)
-    out = np.empty((n_images, n_filters, shape[0].oh, shape[0].ow), dtype=x.dtype)
-    _check_status(_c_corr2d(_float_size(x, kern), x.ctypes, kern.ctypes, out.ctypes, shape.ctypes, flip, threads))
+    out = np.empty((n_images, n_filters, shape.oh, shape.ow), dtype=x.dtype)
+    _check_status(_c_corr2d(_float_size(x, kern), x.ctypes, kern.ctypes, out.ctypes, _as_struct(shape), flip, threads))
     return out
 
 
@@ -248,10 +257,10 @@ def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, groups, flip, t
     shape = _conv_geometry(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
                            filter_channels=filter_channels, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw,
                            groups=groups)
-    if gout.shape[0] != n_images or gout.shape[2] != shape[0].oh or gout.shape[3] != shape[0].ow:
+    if gout.shape[0] != n_images or gout.shape[2] != shape.oh or gout.shape[3] != shape.ow:
         raise ValueError("conv2d gradient: the output gradient's shape does not match the input's")
     d_kern = np.empty((n_filters, filter_channels, kh, kw), dtype=x.dtype)
-    _check_status(_c_corr2d_grad_weights(_float_size(x, gout), x.ctypes, gout.ctypes, d_kern.ctypes, shape.ctypes,
+    _check_status(_c_corr2d_grad_weights(_float_size(x, gout), x.ctypes, gout.ctypes, d_kern.ctypes, _as_struct(shape),
                                          flip, threads))
     return d_kern
 
@@ -265,10 +274,10 @@ def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, groups
     shape = _conv_geometry(images=n_images, channels=filter_channels * groups, height=height, width=width,
                            filters=n_filters, filter_channels=filter_channels, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh,
                            sw=sw, dh=dh, dw=dw, groups=groups)
-    if gout.shape[1] != n_filters or gout.shape[2] != shape[0].oh or gout.shape[3] != shape[0].ow:
+    if gout.shape[1] != n_filters or gout.shape[2] != shape.oh or gout.shape[3] != shape.ow:
         raise ValueError("conv2d gradient: the output gradient's shape does not match the filters'")
     dx = np.empty((n_images, filter_channels * groups, height, width), dtype=gout.dtype)
-    _check_status(_c_corr2d_grad_inputs(_float_size(kern, gout), kern.ctypes, gout.ctypes, dx.ctypes, shape.ctypes,
+    _check_status(_c_corr2d_grad_inputs(_float_size(kern, gout), kern.ctypes, gout.ctypes, dx.ctypes, _as_struct(shape),
                                         flip, threads))
     return dx
 
@@ -285,8 +294,8 @@ def pool(x, wh, ww, sh, sw, ph, pw, ignore_border, mode, threads):
     x = np.ascontiguousarray(x)
     batch, height, width = x.shape
     shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
-    out = np.empty((batch, shape[0].oh, shape[0].ow), dtype=x.dtype)
-    _check_status(_c_pool(_float_size(x), x.ctypes, out.ctypes, shape.ctypes, mode, threads))
+    out = np.empty((batch, shape.oh, shape.ow), dtype=x.dtype)
+    _check_status(_c_pool(_float_size(x), x.ctypes, out.ctypes, _as_struct(shape), mode, threads))
     return out
 
 
@@ -296,11 +305,11 @@ def max_pool_grad(x, maxout, gz, wh, ww, sh, sw, ph, pw, ignore_border, threads)
     x, maxout, gz = np.ascontiguousarray(x), np.ascontiguousarray(maxout), np.ascontiguousarray(gz)
     batch, height, width = x.shape
     shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
-    if maxout.shape != (batch, shape[0].oh, shape[0].ow) or gz.shape != maxout.shape:
+    if maxout.shape != (batch, shape.oh, shape.ow) or gz.shape != maxout.shape:
         raise ValueError("pool_2d gradient: the pooled input or its gradient does not match the input's shape")
     gx = np.empty_like(x)
     _check_status(_c_max_pool_grad(_float_size(x, maxout, gz), x.ctypes, maxout.ctypes, gz.ctypes, gx.ctypes,
-                                   shape.ctypes, threads))
+                                   _as_struct(shape), threads))
     return gx
 
 
@@ -311,12 +320,12 @@ def max_pool_grad_grad(x, maxout, ggx, wh, ww, sh, sw, ph, pw, ignore_border, th
     x, maxout, ggx = np.ascontiguousarray(x), np.ascontiguousarray(maxout), np.ascontiguousarray(ggx)
     batch, height, width = x.shape
     shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
-    if maxout.shape != (batch, shape[0].oh, shape[0].ow) or ggx.shape != x.shape:
+    if maxout.shape != (batch, shape.oh, shape.ow) or ggx.shape != x.shape:
         raise ValueError("pool_2d second derivative: the pooled input or the gradient does not match the "
                          "input's shape")
     ggz = np.empty_like(maxout)
     _check_status(_c_max_pool_grad_grad(_float_size(x, maxout, ggx), x.ctypes, maxout.ctypes, ggx.ctypes,
-                                        ggz.ctypes, shape.ctypes, threads))
+                                        ggz.ctypes, _as_struct(shape), threads))
     return ggz
 
 
@@ -326,8 +335,8 @@ def average_pool_grad(gz, height, width, wh, ww, sh, sw, ph, pw, ignore_border, 
     gz = np.ascontiguousarray(gz)
     batch = gz.shape[0]
     shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
-    if gz.shape[1] != shape[0].oh or gz.shape[2] != shape[0].ow:
+    if gz.shape[1] != shape.oh or gz.shape[2] != shape.ow:
         raise ValueError("pool_2d gradient: the output gradient does not match the input's shape")
     gx = np.empty((batch, height, width), dtype=gz.dtype)
-    _check_status(_c_average_pool_grad(_float_size(gz), gz.ctypes, gx.ctypes, shape.ctypes, mode, threads))
+    _check_status(_c_average_pool_grad(_float_size(gz), gz.ctypes, gx.ctypes, _as_struct(shape), mode, threads))
     return gx

@@ -174,9 +174,9 @@ static struct window window(int64_t index, int64_t size, int64_t stride, int64_t
     } while (0)
 
 /* The exported kernels take the geometry by name, as a struct: kernels.py builds
- * it as a NumPy record of the same int64 fields (CONV_SHAPE, POOL_SHAPE there). */
+ * it as a named tuple of the same int64 fields (ConvShape, PoolShape there). */
 
-/* For the tests: the sizes of the two structs, which kernels.py's records must match. */
+/* For the tests: the sizes of the two structs, which kernels.py's named tuples must match. */
 EXPORT void dlt_struct_sizes(int64_t *result)
 {
     result[0] = sizeof(struct conv_shape);
