@@ -161,6 +161,7 @@ def _uniform(rng, fan_in, size):
     return np.asarray(rng.uniform(-1.0, 1.0, size=size) * bound, dtype=pytensor.config.floatX)
 
 
+# start-snippet-1
 class ConvolutionLayer:
     """``squash(conv(x, W) + b)`` where output map j sees the input maps ``table[j]``.
 
@@ -192,6 +193,7 @@ class ConvolutionLayer:
     def __call__(self, input):
         return self.squash(conv2d(input, self.filters, filter_shape=self.filter_shape)
                            + self.b.dimshuffle("x", 0, "x", "x"))
+# end-snippet-1
 
 
 class SubsamplingLayer:

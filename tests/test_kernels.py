@@ -17,6 +17,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from deeplearning_tutorial.ops import blas_threads, kernels
 
 
+UNPADDED = dict(ph=0, pw=0, sh=1, sw=1, dh=1, dw=1, groups=1)  # the kernels' geometry arguments
+WINDOWS_2X2 = dict(wh=2, ww=2, sh=2, sw=2, ph=0, pw=0)
+
+
 def correlate(x, kern):
     """'Valid' cross-correlation by sliding windows and einsum."""
     kh, kw = kern.shape[2:]
@@ -43,18 +47,20 @@ def test_every_chunking_gives_the_reference(x_shape, k_shape, threads, flip, dty
     gout = rng.standard_normal(expected.shape).astype(dtype)
     tol = {"float32": 1e-4, "float64": 1e-10}[dtype]
 
-    out = kernels.corr2d(x, kern, 0, 0, 1, 1, 1, 1, flip, threads)
+    out = kernels.corr2d(x, kern, **UNPADDED, flip=flip, threads=threads)
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * 10)
 
     # <gout, corr(x, k)> is linear in each argument: its gradients by the adjoint identities
-    grad_w = kernels.corr2d_grad_weights(x, gout, k_shape[2], k_shape[3], 0, 0, 1, 1, 1, 1, flip, threads)
+    grad_w = kernels.corr2d_grad_weights(x, gout, kh=k_shape[2], kw=k_shape[3], **UNPADDED, flip=flip,
+                                         threads=threads)
     expected_w = np.einsum("ncijuv,nfij->fcuv", sliding_window_view(x, k_shape[2:], axis=(2, 3)), gout)
     if flip:
         expected_w = expected_w[:, :, ::-1, ::-1]
     np.testing.assert_allclose(grad_w, expected_w, rtol=tol, atol=tol * 100)
     assert grad_w.flags.c_contiguous
 
-    grad_x = kernels.corr2d_grad_inputs(kern, gout, x_shape[2], x_shape[3], 0, 0, 1, 1, 1, 1, flip, threads)
+    grad_x = kernels.corr2d_grad_inputs(kern, gout, height=x_shape[2], width=x_shape[3], **UNPADDED, flip=flip,
+                                        threads=threads)
     probe = rng.standard_normal(x_shape)
     np.testing.assert_allclose(np.sum(grad_x * probe), np.sum(gout * correlate(probe, used)),
                                rtol=tol * 10)
@@ -85,42 +91,86 @@ def test_the_kernels_blas_is_single_threaded_only_while_a_kernel_runs():
     library.dlt_blas_restore_threads(count)  # and when it returns
     assert controller.info()[0]["num_threads"] == count
     x, kern = np.ones((64, 3, 12, 12), np.float32), np.ones((4, 3, 5, 5), np.float32)
-    kernels.corr2d(x, kern, 0, 0, 1, 1, 1, 1, True, 2)
+    kernels.corr2d(x, kern, **UNPADDED, flip=True, threads=2)
     assert controller.info()[0]["num_threads"] == count
 
 
 def test_an_empty_batch_gives_empty_outputs_and_a_zero_filter_gradient():
     x = np.zeros((0, 2, 6, 6), np.float32)
     kern = np.ones((3, 2, 3, 3), np.float32)
-    assert kernels.corr2d(x, kern, 0, 0, 1, 1, 1, 1, True, 2).shape == (0, 3, 4, 4)
+    assert kernels.corr2d(x, kern, **UNPADDED, flip=True, threads=2).shape == (0, 3, 4, 4)
     gout = np.zeros((0, 3, 4, 4), np.float32)
-    grad_w = kernels.corr2d_grad_weights(x, gout, 3, 3, 0, 0, 1, 1, 1, 1, True, 2)
+    grad_w = kernels.corr2d_grad_weights(x, gout, kh=3, kw=3, **UNPADDED, flip=True, threads=2)
     assert grad_w.shape == kern.shape and not grad_w.any()
-    assert kernels.corr2d_grad_inputs(kern, gout, 6, 6, 0, 0, 1, 1, 1, 1, True, 2).shape == x.shape
+    assert kernels.corr2d_grad_inputs(kern, gout, height=6, width=6, **UNPADDED, flip=True,
+                                      threads=2).shape == x.shape
 
 
 def test_zero_channels_give_a_zero_result():
     x, kern = np.ones((2, 0, 6, 6), np.float32), np.ones((3, 0, 3, 3), np.float32)
-    out = kernels.corr2d(x, kern, 0, 0, 1, 1, 1, 1, False, 2)
+    out = kernels.corr2d(x, kern, **UNPADDED, flip=False, threads=2)
     assert out.shape == (2, 3, 4, 4) and not out.any()
 
 
 def test_other_dtypes_are_refused():
     x, kern = np.ones((1, 1, 4, 4), np.int32), np.ones((1, 1, 2, 2), np.int32)
     with pytest.raises(TypeError, match="float32 or float64"):
-        kernels.corr2d(x, kern, 0, 0, 1, 1, 1, 1, False, 1)
+        kernels.corr2d(x, kern, **UNPADDED, flip=False, threads=1)
     with pytest.raises(TypeError, match="float32 or float64"):
-        kernels.corr2d(x.astype(np.float32), kern.astype(np.float64), 0, 0, 1, 1, 1, 1, False, 1)
+        kernels.corr2d(x.astype(np.float32), kern.astype(np.float64), **UNPADDED, flip=False, threads=1)
     with pytest.raises(TypeError, match="float32 or float64"):
-        kernels.pool(x[0], 2, 2, 2, 2, 0, 0, True, kernels.MAX, 1)
+        kernels.pool(x[0], **WINDOWS_2X2, ignore_border=True, mode=kernels.MAX, threads=1)
 
 
 def test_mismatched_shapes_are_refused():
     x, kern = np.ones((1, 2, 4, 4), np.float32), np.ones((1, 3, 2, 2), np.float32)
     with pytest.raises(ValueError, match="channel count"):
-        kernels.corr2d(x, kern, 0, 0, 1, 1, 1, 1, False, 1)
+        kernels.corr2d(x, kern, **UNPADDED, flip=False, threads=1)
     with pytest.raises(ValueError, match="larger than the padded input"):
-        kernels.corr2d(x, np.ones((1, 2, 5, 5), np.float32), 0, 0, 1, 1, 1, 1, False, 1)
-    pooled = kernels.pool(x[0], 2, 2, 2, 2, 0, 0, True, kernels.MAX, 1)
+        kernels.corr2d(x, np.ones((1, 2, 5, 5), np.float32), **UNPADDED, flip=False, threads=1)
+    with pytest.raises(ValueError, match="num_groups"):
+        kernels.corr2d(x, np.ones((3, 1, 2, 2), np.float32), **{**UNPADDED, "groups": 2}, flip=False, threads=1)
+    pooled = kernels.pool(x[0], **WINDOWS_2X2, ignore_border=True, mode=kernels.MAX, threads=1)
     with pytest.raises(ValueError, match="does not match"):
-        kernels.max_pool_grad(x[0], pooled[:, :1], pooled[:, :1], 2, 2, 2, 2, 0, 0, True, 1)
+        kernels.max_pool_grad(x[0], pooled[:, :1], pooled[:, :1], **WINDOWS_2X2, ignore_border=True, threads=1)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        kernels.pool(x[0], **{**WINDOWS_2X2, "wh": 5}, ignore_border=True, mode=kernels.MAX, threads=1)
+
+
+def test_the_geometry_tuples_match_the_c_structs():
+    """The kernels read the geometry by field name from structs of int64s; the named
+    tuples of the same fields must have the structs' sizes."""
+    assert kernels.struct_sizes() == (8 * len(kernels.ConvShape._fields), 8 * len(kernels.PoolShape._fields))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("flip", [False, True])
+def test_grouped_kernels_equal_one_convolution_per_group(flip, threads):
+    """Grouped convolution and its gradients against each group computed alone."""
+    rng = np.random.default_rng(11)
+    groups, x = 3, rng.standard_normal((5, 6, 7, 8))
+    kern, params = rng.standard_normal((9, 2, 3, 2)), dict(ph=1, pw=0, sh=2, sw=1, dh=1, dw=2)
+    out = kernels.corr2d(x, kern, **params, groups=groups, flip=flip, threads=threads)
+    gout = rng.standard_normal(out.shape)
+    grad_w = kernels.corr2d_grad_weights(x, gout, kh=3, kw=2, **params, groups=groups, flip=flip, threads=threads)
+    grad_x = kernels.corr2d_grad_inputs(kern, gout, height=7, width=8, **params, groups=groups, flip=flip,
+                                        threads=threads)
+    for g in range(groups):
+        channels, filters = slice(2 * g, 2 * g + 2), slice(3 * g, 3 * g + 3)
+        alone = dict(**params, groups=1, flip=flip, threads=1)
+        np.testing.assert_allclose(out[:, filters], kernels.corr2d(x[:, channels], kern[filters], **alone),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(grad_w[filters], kernels.corr2d_grad_weights(
+            x[:, channels], gout[:, filters], kh=3, kw=2, **alone), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(grad_x[:, channels], kernels.corr2d_grad_inputs(
+            kern[filters], gout[:, filters], height=7, width=8, **alone), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("border, expected", [(kernels.FULL, (4, 2)), (kernels.HALF, (2, 1)), (3, (3, 3))])
+def test_full_and_half_padding_come_from_the_filter_size(border, expected):
+    """(3, 2) filters dilated by (2, 2) span (5, 3): 'full' pads (4, 2), 'half' (2, 1)."""
+    x, kern = np.ones((1, 1, 6, 6)), np.ones((1, 1, 3, 2))
+    out = kernels.corr2d(x, kern, ph=border, pw=border, sh=1, sw=1, dh=2, dw=2, groups=1, flip=False, threads=1)
+    padded = np.pad(x, ((0, 0), (0, 0), (expected[0],) * 2, (expected[1],) * 2))
+    np.testing.assert_array_equal(out, kernels.corr2d(padded, kern, ph=0, pw=0, sh=1, sw=1, dh=2, dw=2, groups=1,
+                                                      flip=False, threads=1))

@@ -20,9 +20,10 @@ import sys
 
 from deeplearning_tutorial.ops import numba_dispatch  # noqa: F401  (registers the Numba backend)
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights, conv2d
-from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool, pool_2d
-from deeplearning_tutorial.ops.pool_kinds import StochasticPool, StochasticPoolGrad, stochastic_pool_2d
+from deeplearning_tutorial.ops.downsample import max_pool_2d
 from deeplearning_tutorial.ops.normalization import local_contrast_normalization
+from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool, pool_2d
+from deeplearning_tutorial.ops.pool_kinds import StochasticPool, StochasticPoolGrad, stochastic_pool_2d
 
 _PYTENSOR_JAX_DISPATCH = "pytensor.link.jax.dispatch"
 
@@ -52,6 +53,6 @@ if _PYTENSOR_JAX_DISPATCH in sys.modules:
 elif importlib.util.find_spec("jax") is not None:
     sys.meta_path.insert(0, _RegisterJaxBackendOnImport())
 
-__all__ = ["conv2d", "pool_2d", "Corr2d", "Corr2dGradWeights", "Corr2dGradInputs",
-           "Pool", "MaxPoolGrad", "AveragePoolGrad", "stochastic_pool_2d", "StochasticPool",
-           "StochasticPoolGrad", "local_contrast_normalization"]
+__all__ = ["conv2d", "pool_2d", "max_pool_2d", "stochastic_pool_2d", "local_contrast_normalization",
+           "Corr2d", "Corr2dGradWeights", "Corr2dGradInputs", "Pool", "MaxPoolGrad", "MaxPoolGradGrad",
+           "AveragePoolGrad", "StochasticPool", "StochasticPoolGrad"]

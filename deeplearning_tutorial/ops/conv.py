@@ -5,11 +5,16 @@ Theano's ``CorrMM``; its ``filter_flip`` prop flips the filters first (a true
 convolution, ``conv2d``'s default).  Its gradients are two further Ops,
 :class:`Corr2dGradWeights` and :class:`Corr2dGradInputs`, whose own gradients
 are built from the three Ops again, so second derivatives work too.
+
+``conv2d`` is Theano 1.0's ``theano.tensor.nnet.conv2d``; its first six
+parameters are also those of the older ``theano.tensor.nnet.conv.conv2d``,
+so that ``from deeplearning_tutorial.ops import conv`` ports code calling
+``conv.conv2d`` unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import warnings
 
 import numba
 import numpy as np
@@ -46,8 +51,12 @@ def _float_tensor(x, ndim: int, what: str):
 
 
 class _Corr2dBase(Op):
-    """Shared parameters: zero padding, strides and dilation, as (rows, cols) pairs, and
-    ``filter_flip``: the filters are used rotated by 180 degrees (a convolution).
+    """Shared parameters: zero padding ``border`` (rows, cols), each an int or 'full'
+    or 'half' (derived from the filter size when the graph runs, so the filters' shape
+    may be unknown before), strides and dilation as (rows, cols) pairs,
+    ``filter_flip``: the filters are used rotated by 180 degrees (a convolution), and
+    ``num_groups``: channels and filters split into that many groups, each group of
+    filters seeing its group of channels only (Theano's grouped convolution).
 
     The flip lives in the Ops rather than in the graph (as a ``[:, :, ::-1, ::-1]``
     view) so that the filter gradient comes out C-contiguous: a negatively strided
@@ -55,30 +64,34 @@ class _Corr2dBase(Op):
     backend compiles a function again for each new memory layout of its inputs.
     """
 
-    __props__ = ("border", "subsample", "dilation", "filter_flip")
-    # graphs pickled before the prop existed flipped with a view, outside the Op
+    __props__ = ("border", "subsample", "dilation", "filter_flip", "num_groups")
+    # graphs pickled before these props existed flipped with a view, outside the Op, and had no groups
     filter_flip = False
+    num_groups = 1
 
-    def __init__(self, border: Pair = (0, 0), subsample: Pair = (1, 1), dilation: Pair = (1, 1),
-                 filter_flip: bool = False):
+    def __init__(self, border=(0, 0), subsample: Pair = (1, 1), dilation: Pair = (1, 1),
+                 filter_flip: bool = False, num_groups: int = 1):
         self.border = tuple(border)
         self.subsample = tuple(subsample)
         self.dilation = tuple(dilation)
         self.filter_flip = bool(filter_flip)
+        self.num_groups = int(num_groups)
 
     @property
     def params(self) -> tuple[int, ...]:
-        """(ph, pw, sh, sw, dh, dw), the order the kernels take them in."""
-        return (*self.border, *self.subsample, *self.dilation)
+        """(ph, pw, sh, sw, dh, dw, groups, flip), the kernels' arguments after the arrays;
+        'full' and 'half' padding as the kernels' codes FULL and HALF."""
+        codes = tuple(kernels.BORDER_MODES.get(b, b) for b in self.border)
+        return (*codes, *self.subsample, *self.dilation, self.num_groups, self.filter_flip)
 
-    def _symbolic_out(self, size, kernel, axis: int):
-        return (size + 2 * self.border[axis] - (kernel - 1) * self.dilation[axis] - 1) // self.subsample[axis] + 1
-
-    def _static_out(self, size, kernel, axis: int):
+    def _out_size(self, size, kernel, axis: int):
+        """Output length along ``axis`` (0: rows, 1: cols): an int, a symbolic size, or
+        None when a static size is unknown."""
         if size is None or kernel is None:
             return None
-        return kernels.conv_output_size(size, kernel, self.border[axis], self.subsample[axis],
-                                        self.dilation[axis])
+        dilation = self.dilation[axis]
+        pad = kernels.conv_padding(self.params[axis], kernel, dilation)
+        return kernels.conv_output_size(size, kernel, pad, self.subsample[axis], dilation)
 
 
 def _static_pair(shape) -> tuple:
@@ -92,32 +105,47 @@ def _static_pair(shape) -> tuple:
     return tuple(values)
 
 
+def _check_groups(channels, filter_channels, n_filters, num_groups: int):
+    """The static channel and filter counts (None: unknown) against ``num_groups``."""
+    if channels is not None and channels % num_groups:
+        raise ValueError(f"conv2d: num_groups={num_groups} does not divide the input's {channels} channels")
+    if n_filters is not None and n_filters % num_groups:
+        raise ValueError(f"conv2d: num_groups={num_groups} does not divide the {n_filters} filters")
+    if channels is not None and filter_channels is not None and channels != filter_channels * num_groups:
+        expected = f"{channels} // num_groups = {channels // num_groups}" if num_groups > 1 else channels
+        raise ValueError(f"conv2d: the input has {channels} channels (axis 1), so the filters need {expected} "
+                         f"channels each; they have {filter_channels}")
+
+
 class Corr2d(_Corr2dBase):
-    """'Valid' cross-correlation of a zero-padded (n, c, h, w) input with (f, c, kh, kw) filters."""
+    """'Valid' cross-correlation of a zero-padded (n, c, h, w) input with (f, c/num_groups, kh, kw) filters."""
 
     def make_node(self, img, kern):
         img = _float_tensor(img, 4, "conv2d input")
         kern = _float_tensor(kern, 4, "conv2d filters")
         dtype = upcast(img.dtype, kern.dtype)
         img, kern = img.astype(dtype), kern.astype(dtype)
-        n, _, h, w = img.type.shape
-        f, _, kh, kw = kern.type.shape
+        n, channels, h, w = img.type.shape
+        f, filter_channels, kh, kw = kern.type.shape
+        _check_groups(channels, filter_channels, f, self.num_groups)
         for axis, (size, k) in enumerate(((h, kh), (w, kw))):
-            if size is not None and k is not None and self._static_out(size, k, axis) < 1:
+            out = self._out_size(size, k, axis)
+            if out is not None and out < 1:
+                pad = kernels.conv_padding(self.params[axis], k, self.dilation[axis])
                 raise ValueError(
                     f"conv2d: the dilated filter ({(k - 1) * self.dilation[axis] + 1} along axis "
-                    f"{axis + 2}) is larger than the padded input ({size + 2 * self.border[axis]})"
+                    f"{axis + 2}) is larger than the padded input ({size + 2 * pad})"
                 )
-        shape = (n, f, self._static_out(h, kh, 0), self._static_out(w, kw, 1))
+        shape = (n, f, self._out_size(h, kh, 0), self._out_size(w, kw, 1))
         return Apply(self, [img, kern], [TensorType(dtype, shape=shape)()])
 
     def perform(self, node, inputs, output_storage):
         img, kern = inputs
-        output_storage[0][0] = kernels.corr2d(img, kern, *self.params, self.filter_flip, numba.get_num_threads())
+        output_storage[0][0] = kernels.corr2d(img, kern, *self.params, numba.get_num_threads())
 
     def infer_shape(self, node, shapes):
         (n, _, h, w), (f, _, kh, kw) = shapes
-        return [(n, f, self._symbolic_out(h, kh, 0), self._symbolic_out(w, kw, 1))]
+        return [(n, f, self._out_size(h, kh, 0), self._out_size(w, kw, 1))]
 
     def pullback(self, inputs, outputs, output_grads):
         img, kern = inputs
@@ -135,17 +163,18 @@ class Corr2dGradWeights(_Corr2dBase):
         gout = _float_tensor(gout, 4, "conv2d output gradient").astype(img.dtype)
         kernel_shape = pt.as_tensor_variable(kernel_shape).astype("int64")
         kh, kw = _static_pair(kernel_shape)
-        shape = (gout.type.shape[1], img.type.shape[1], kh, kw)
+        channels = img.type.shape[1]
+        shape = (gout.type.shape[1], None if channels is None else channels // self.num_groups, kh, kw)
         return Apply(self, [img, gout, kernel_shape], [TensorType(img.dtype, shape=shape)()])
 
     def perform(self, node, inputs, output_storage):
         img, gout, (kh, kw) = inputs
         output_storage[0][0] = kernels.corr2d_grad_weights(img, gout, int(kh), int(kw), *self.params,
-                                                           self.filter_flip, numba.get_num_threads())
+                                                           numba.get_num_threads())
 
     def infer_shape(self, node, shapes):
         img, gout, kernel_shape = node.inputs
-        return [(shapes[1][1], shapes[0][1], kernel_shape[0], kernel_shape[1])]
+        return [(shapes[1][1], shapes[0][1] // self.num_groups, kernel_shape[0], kernel_shape[1])]
 
     def connection_pattern(self, node):
         return [[True], [True], [False]]
@@ -166,17 +195,19 @@ class Corr2dGradInputs(_Corr2dBase):
         gout = _float_tensor(gout, 4, "conv2d output gradient").astype(kern.dtype)
         image_shape = pt.as_tensor_variable(image_shape).astype("int64")
         h, w = _static_pair(image_shape)
-        shape = (gout.type.shape[0], kern.type.shape[1], h, w)
+        filter_channels = kern.type.shape[1]
+        channels = None if filter_channels is None else filter_channels * self.num_groups
+        shape = (gout.type.shape[0], channels, h, w)
         return Apply(self, [kern, gout, image_shape], [TensorType(kern.dtype, shape=shape)()])
 
     def perform(self, node, inputs, output_storage):
         kern, gout, (h, w) = inputs
         output_storage[0][0] = kernels.corr2d_grad_inputs(kern, gout, int(h), int(w), *self.params,
-                                                          self.filter_flip, numba.get_num_threads())
+                                                          numba.get_num_threads())
 
     def infer_shape(self, node, shapes):
         kern, gout, image_shape = node.inputs
-        return [(shapes[1][0], shapes[0][1], image_shape[0], image_shape[1])]
+        return [(shapes[1][0], shapes[0][1] * self.num_groups, image_shape[0], image_shape[1])]
 
     def connection_pattern(self, node):
         return [[True], [True], [False]]
@@ -189,21 +220,16 @@ class Corr2dGradInputs(_Corr2dBase):
         return [d_kern, d_gout, DisconnectedType()()]
 
 
-def _border(border_mode, kernel: Sequence, dilation: Pair) -> Pair:
-    """Zero padding (rows, cols) for a Theano ``border_mode``."""
+def _border(border_mode) -> tuple:
+    """The Ops' zero padding (rows, cols) for a Theano ``border_mode``: ints, or
+    'full'/'half', which the Ops derive from the filter size."""
     if isinstance(border_mode, str):
         if border_mode == "valid":
             return (0, 0)
-        if border_mode not in ("full", "half"):
+        if border_mode not in kernels.BORDER_MODES:
             raise ValueError(f"border_mode must be 'valid', 'full', 'half', an int or a pair of ints; "
                              f"got {border_mode!r}")
-        if None in kernel:
-            raise ValueError(f"border_mode={border_mode!r} needs the filter size: pass filter_shape= "
-                             f"or filters with a static shape")
-        dilated = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
-        if border_mode == "full":
-            return (dilated[0] - 1, dilated[1] - 1)
-        return (dilated[0] // 2, dilated[1] // 2)
+        return (border_mode, border_mode)
     pad = _pair(border_mode, "border_mode")
     if min(pad) < 0:
         raise ValueError(f"border_mode padding must be >= 0, got {pad}")
@@ -224,22 +250,81 @@ def _with_shape(x, shape, name: str):
     return pt.specify_shape(x, shape)
 
 
-def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode="valid",
-           subsample=(1, 1), filter_flip=True, filter_dilation=(1, 1), image_shape=None):
+# Keywords of Theano's old ``theano.tensor.nnet.conv.conv2d`` that only tuned its
+# speed (its ConvOp's loop unrolling, OpenMP, messages): accepted and ignored.
+SPEED_ONLY_KEYWORDS = frozenset({"unroll_batch", "unroll_kern", "unroll_patch", "openmp", "verbose", "version",
+                                 "direction_hint"})
+
+
+def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode="valid", subsample=(1, 1),
+           filter_flip=True, image_shape=None, filter_dilation=(1, 1), num_groups=1, **speed_keywords):
     """Theano's ``conv2d``: a batch of multi-channel 2-D convolutions.
 
-    ``input`` is (batch, channels, rows, cols), ``filters`` (n_filters,
-    channels, rows, cols); the result is (batch, n_filters, out_rows,
-    out_cols).  ``border_mode`` is 'valid', 'full', 'half', an int or a pair
-    of ints (zero padding); ``filter_flip=True`` computes a convolution,
-    False a cross-correlation.  ``input_shape``/``filter_shape`` (``None``
-    entries allowed; ``image_shape`` is the old name of the former) are
-    checked against the tensors when the graph runs and become their static
-    shapes.
+    The parameters are Theano 1.0's ``theano.tensor.nnet.conv2d``, in its
+    positional order; the first six are also those of the older
+    ``theano.tensor.nnet.conv.conv2d`` (whose name for ``input_shape`` was
+    ``image_shape``), so code written for either calls this function
+    unchanged.
+
+    Parameters
+    ----------
+    input : 4-D tensor
+        (batch, channels, rows, cols), float32 or float64.
+    filters : 4-D tensor
+        (n_filters, channels / num_groups, rows, cols).
+    input_shape, filter_shape : tuple of 4 ints or None, optional
+        The shapes, ``None`` entries allowed; checked against the tensors when
+        the graph runs, and their static shapes from then on.
+    border_mode : {'valid', 'full', 'half'}, int or (int, int)
+        Zero padding: none, filter size - 1 (every overlap), filter size // 2
+        (the output keeps the input's size for odd filters), or explicit
+        amounts for (rows, cols).  'full' and 'half' are computed when the
+        graph runs, so the filter size need not be known before.
+    subsample : int or (int, int)
+        The strides.
+    filter_flip : bool
+        True: a convolution (the filters rotated by 180 degrees); False: a
+        cross-correlation.
+    image_shape : tuple, optional
+        The old name of ``input_shape``.
+    filter_dilation : int or (int, int)
+        Spacing between the filter's taps (atrous convolution).
+    num_groups : int
+        Grouped convolution: the channels and the filters are split into
+        this many groups, group g of the filters seeing group g of the
+        channels only.
+    **speed_keywords
+        The old ``conv.conv2d``'s speed settings (``unroll_batch``,
+        ``unroll_kern``, ``unroll_patch``, ``openmp``, ``verbose``,
+        ``version``, ``direction_hint``): ignored, with a warning, as in
+        Theano 1.0.
+
+    Returns
+    -------
+    4-D tensor
+        (batch, n_filters, out_rows, out_cols).
+
+    Raises
+    ------
+    TypeError
+        For an unknown keyword, or tensors of the wrong rank or dtype.
+    ValueError
+        For an invalid border mode, stride, dilation or ``num_groups``, or
+        static shapes that do not fit together (channels, or a filter larger
+        than the padded input).
     """
+    unknown = set(speed_keywords) - SPEED_ONLY_KEYWORDS
+    if unknown & {"imshp_logical", "kshp_logical", "kshp_logical_top_aligned"}:
+        raise ValueError("conv2d: the 'logical' image and filter shapes of Theano's old ConvOp (an upsampling) "
+                         "are not supported; upsample the input explicitly instead")
+    if unknown:
+        raise TypeError(f"conv2d() got unexpected keyword arguments {sorted(unknown)}")
+    if speed_keywords:
+        warnings.warn(f"conv2d: {sorted(speed_keywords)} only tuned the speed of Theano's old ConvOp and are "
+                      f"ignored", stacklevel=2)
     if image_shape is not None:
         if input_shape is not None:
-            raise TypeError("pass input_shape or its old name image_shape, not both")
+            raise ValueError("conv2d: pass input_shape or its old name image_shape, not both")
         input_shape = image_shape
     input = _with_shape(_float_tensor(input, 4, "conv2d input"), input_shape, "input_shape")
     filters = _with_shape(_float_tensor(filters, 4, "conv2d filters"), filter_shape, "filter_shape")
@@ -249,10 +334,6 @@ def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode="val
         raise ValueError(f"subsample (the strides) must be >= 1, got {subsample}")
     if min(dilation) < 1:
         raise ValueError(f"filter_dilation must be >= 1, got {dilation}")
-    n, channels, rows, cols = input.type.shape
-    _, filter_channels, krows, kcols = filters.type.shape
-    if channels is not None and filter_channels is not None and channels != filter_channels:
-        raise ValueError(f"the input has {channels} channels (axis 1) but the filters expect "
-                         f"{filter_channels}")
-    border = _border(border_mode, (krows, kcols), dilation)
-    return Corr2d(border, subsample, dilation, bool(filter_flip))(input, filters)
+    if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups < 1:
+        raise ValueError(f"num_groups must be an int >= 1, got {num_groups!r}")
+    return Corr2d(_border(border_mode), subsample, dilation, bool(filter_flip), int(num_groups))(input, filters)

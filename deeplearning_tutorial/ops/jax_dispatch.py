@@ -8,7 +8,8 @@ differentiated), except max pooling's, which sends each window's gradient to
 every input equal to its maximum, as Theano does (``jax.grad`` of a max
 picks one).  JAX needs static shapes: with strides, the gradients need the
 filter and image sizes before run time (conv2d's ``filter_shape`` and
-``input_shape``, or tensors with static shapes).
+``input_shape``, or tensors with static shapes), and so does the filter
+gradient with ``border_mode`` 'full' or 'half'.
 """
 
 from __future__ import annotations
@@ -20,19 +21,28 @@ from jax import lax
 from pytensor.graph.basic import Constant
 from pytensor.link.jax.dispatch import jax_funcify
 
+from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
-from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool
+from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
+
+
+def _padding(op, kh: int, kw: int) -> tuple[int, int]:
+    """The Op's zero padding (rows, cols) for (kh, kw) filters."""
+    ph, pw, _, _, dh, dw, *_ = op.params
+    return kernels.conv_padding(ph, kh, dh), kernels.conv_padding(pw, kw, dw)
 
 
 def _correlation(op):
-    """The Op's forward function, (img, kern) -> result, on (n, c, h, w) and (f, c, kh, kw) arrays."""
-    ph, pw, sh, sw, dh, dw = op.params
+    """The Op's forward function, (img, kern) -> result, on (n, c, h, w) and (f, c/groups, kh, kw) arrays."""
+    _, _, sh, sw, dh, dw, groups, flip = op.params
 
     def correlate(img, kern):
-        if op.filter_flip:
+        ph, pw = _padding(op, *kern.shape[2:])
+        if flip:
             kern = kern[:, :, ::-1, ::-1]
         return lax.conv_general_dilated(img, kern, window_strides=(sh, sw), padding=((ph, ph), (pw, pw)),
-                                        rhs_dilation=(dh, dw), dimension_numbers=("NCHW", "OIHW", "NCHW"))
+                                        rhs_dilation=(dh, dw), dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                        feature_group_count=groups)
 
     return correlate
 
@@ -50,10 +60,12 @@ def _static_size_pair(node) -> tuple[int, int] | None:
 
 
 def _sizes_or_unit_strides(op, node, what: str) -> tuple[int, int] | None:
-    """The static (rows, cols) of a gradient Op's result; None where unit strides let
-    the arrays' shapes determine them; an error otherwise (JAX needs static shapes)."""
+    """The static (rows, cols) of a gradient Op's result; None where unit strides (and,
+    for the filters, explicit padding) let the arrays' shapes determine them; an error
+    otherwise (JAX needs static shapes)."""
     sizes = _static_size_pair(node)
-    if sizes is None and op.subsample != (1, 1):
+    derived_padding = what == "filter" and any(isinstance(b, str) for b in op.border)
+    if sizes is None and (op.subsample != (1, 1) or derived_padding):
         raise NotImplementedError(f"the JAX backend needs the {what} size of {op} (strided, so not "
                                   f"implied by the other shapes): give conv2d filter_shape= / "
                                   f"input_shape=, or tensors with static shapes")
@@ -68,13 +80,13 @@ def jax_funcify_Corr2d(op, node, **kwargs):
 @jax_funcify.register(Corr2dGradWeights)
 def jax_funcify_Corr2dGradWeights(op, node, **kwargs):
     correlate, sizes = _correlation(op), _sizes_or_unit_strides(op, node, "filter")
-    ph, pw, _, _, dh, dw = op.params
+    ph, pw, _, _, dh, dw, groups, _ = op.params
 
     def corr2d_grad_weights(img, gout, kernel_shape):
-        # with unit strides, out = in + 2 pad - (k - 1) dilation
+        # with unit strides and explicit padding, out = in + 2 pad - (k - 1) dilation
         kh, kw = sizes or ((img.shape[2] + 2 * ph - gout.shape[2]) // dh + 1,
                            (img.shape[3] + 2 * pw - gout.shape[3]) // dw + 1)
-        zeros = jnp.zeros((gout.shape[1], img.shape[1], kh, kw), img.dtype)
+        zeros = jnp.zeros((gout.shape[1], img.shape[1] // groups, kh, kw), img.dtype)
         return jax.vjp(lambda kern: correlate(img, kern), zeros)[1](gout)[0]
 
     return corr2d_grad_weights
@@ -83,12 +95,13 @@ def jax_funcify_Corr2dGradWeights(op, node, **kwargs):
 @jax_funcify.register(Corr2dGradInputs)
 def jax_funcify_Corr2dGradInputs(op, node, **kwargs):
     correlate, sizes = _correlation(op), _sizes_or_unit_strides(op, node, "image")
-    ph, pw, _, _, dh, dw = op.params
+    _, _, _, _, dh, dw, groups, _ = op.params
 
     def corr2d_grad_inputs(kern, gout, image_shape):
+        ph, pw = _padding(op, *kern.shape[2:])
         h, w = sizes or (gout.shape[2] + (kern.shape[2] - 1) * dh - 2 * ph,
                          gout.shape[3] + (kern.shape[3] - 1) * dw - 2 * pw)
-        zeros = jnp.zeros((gout.shape[0], kern.shape[1], h, w), kern.dtype)
+        zeros = jnp.zeros((gout.shape[0], kern.shape[1] * groups, h, w), kern.dtype)
         return jax.vjp(lambda img: correlate(img, kern), zeros)[1](gout)[0]
 
     return corr2d_grad_inputs
@@ -98,6 +111,9 @@ def _windows(op, height: int, width: int):
     """lax.reduce_window's padding for an (h, w) image: Theano's zero padding, plus
     what the last partial windows reach past the border when ignore_border=False."""
     wh, ww, sh, sw, ph, pw = op.window_params
+    if op.ignore_border and (height + 2 * ph < wh or width + 2 * pw < ww):
+        raise ValueError(f"pool_2d: the pooling window {op.ws} is larger than the padded input ({height}x{width} "
+                         f"+ 2*{op.pad}; ignore_border=True leaves no window)")
     padding = []
     for size, window, stride, pad, axis in ((height, wh, sh, ph, 0), (width, ww, sw, pw, 1)):
         reach = (op.out_size(size, axis) - 1) * stride + window
@@ -149,23 +165,49 @@ def jax_funcify_AveragePoolGrad(op, node, **kwargs):
     return average_pool_grad
 
 
+def _maxima(op, x, maxout):
+    """For each offset (u, v) inside the windows: (slices of the padded image that
+    the offset takes in every window, where those inputs equal their window's maximum),
+    and the padding ((top, bottom), (left, right)); on (b, h, w) and (b, oh, ow) arrays."""
+    wh, ww, sh, sw, _, _ = op.window_params
+    oh, ow = maxout.shape[1:]
+    (_, _), (top, bottom), (left, right) = _windows(op, *x.shape[-2:])["padding"]
+    # padding is never a maximum: -inf equals no finite one
+    padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right)), constant_values=-jnp.inf)
+    offsets = []
+    for u in range(wh):
+        for v in range(ww):
+            rows, cols = slice(u, u + (oh - 1) * sh + 1, sh), slice(v, v + (ow - 1) * sw + 1, sw)
+            offsets.append(((slice(None), rows, cols), padded[:, rows, cols] == maxout))
+    return offsets, ((top, bottom), (left, right))
+
+
+def _as_3d(x):
+    return x.reshape((-1, *x.shape[-2:]))
+
+
 @jax_funcify.register(MaxPoolGrad)
 def jax_funcify_MaxPoolGrad(op, node, **kwargs):
-    wh, ww, sh, sw, _, _ = op.window_params
 
     def max_pool_grad(x, maxout, gz):
-        x3 = x.reshape((-1, *x.shape[-2:]))
-        best, grad = maxout.reshape((-1, *maxout.shape[-2:])), gz.reshape((-1, *gz.shape[-2:]))
-        oh, ow = best.shape[1:]
-        (_, _), (top, bottom), (left, right) = _windows(op, *x.shape[-2:])["padding"]
-        # padding is never a maximum: -inf equals no finite one
-        padded = jnp.pad(x3, ((0, 0), (top, bottom), (left, right)), constant_values=-jnp.inf)
-        gx = jnp.zeros_like(padded)
-        for u in range(wh):
-            for v in range(ww):
-                rows, cols = slice(u, u + (oh - 1) * sh + 1, sh), slice(v, v + (ow - 1) * sw + 1, sw)
-                gx = gx.at[:, rows, cols].add(jnp.where(padded[:, rows, cols] == best, grad, 0))
+        x3, grad = _as_3d(x), _as_3d(gz)
+        offsets, ((top, bottom), (left, right)) = _maxima(op, x3, _as_3d(maxout))
+        gx = jnp.zeros((x3.shape[0], x3.shape[1] + top + bottom, x3.shape[2] + left + right), x.dtype)
+        for window_slice, is_max in offsets:
+            gx = gx.at[window_slice].add(jnp.where(is_max, grad, 0))
         return gx[:, top:top + x.shape[-2], left:left + x.shape[-1]].reshape(x.shape)
 
     return max_pool_grad
+
+
+@jax_funcify.register(MaxPoolGradGrad)
+def jax_funcify_MaxPoolGradGrad(op, node, **kwargs):
+
+    def max_pool_grad_grad(x, maxout, ggx):
+        offsets, padding = _maxima(op, _as_3d(x), _as_3d(maxout))
+        padded = jnp.pad(_as_3d(ggx), ((0, 0), *padding))
+        ggz = sum(jnp.where(is_max, padded[window_slice], 0) for window_slice, is_max in offsets)
+        return ggz.astype(x.dtype).reshape(maxout.shape)
+
+    return max_pool_grad_grad
 

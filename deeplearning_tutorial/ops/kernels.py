@@ -16,13 +16,17 @@ filters by 180 degrees first (a true convolution, Theano's default).
 
 from __future__ import annotations
 
+import collections
 import ctypes
 
 import llvmlite.binding
 import numba
 import numpy as np
+import pytensor.tensor as pt
 from numba import types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+from pytensor.graph.basic import Variable
 
 from deeplearning_tutorial.ops import blas_threads
 
@@ -41,6 +45,9 @@ POOL_MODES = {"max": MAX, "sum": SUM, "average_inc_pad": AVERAGE_INC_PAD,
               "average_exc_pad": AVERAGE_EXC_PAD}
 
 jit = numba.njit(cache=True, nogil=True)
+# inlined into their callers at Numba's IR level: no separately compiled function
+# (each costs compile time; these two are called from every kernel)
+inline = numba.njit(cache=True, nogil=True, inline="always")
 
 
 def _cython_blas_address(name: str) -> int:
@@ -64,17 +71,47 @@ _library.dlt_set_blas(_cython_blas_address("sgemm"), _cython_blas_address("dgemm
 
 
 def _c_function(name: str, pointers: int, integers: int) -> types.ExternalFunction:
-    """The C kernel ``name``: status (itemsize, *pointers, *int64 arguments)."""
-    return types.ExternalFunction(name, types.int32(types.int64, *[types.voidptr] * pointers,
+    """The C kernel ``name``: status (itemsize, *pointers, geometry struct, *int64 arguments)."""
+    return types.ExternalFunction(name, types.int32(types.int64, *[types.voidptr] * pointers, types.voidptr,
                                                     *[types.int64] * integers))
 
 
-_c_corr2d = _c_function("dlt_corr2d", 3, 17)
-_c_corr2d_grad_weights = _c_function("dlt_corr2d_grad_weights", 3, 17)
-_c_corr2d_grad_inputs = _c_function("dlt_corr2d_grad_inputs", 3, 17)
-_c_pool = _c_function("dlt_pool", 2, 14)
-_c_max_pool_grad = _c_function("dlt_max_pool_grad", 4, 13)
-_c_average_pool_grad = _c_function("dlt_average_pool_grad", 2, 14)
+# The geometry structs of kernels.c, field for field, all int64 (the C code reads
+# them by name); built as named tuples in the compiled code, handed over by _as_struct.
+ConvShape = collections.namedtuple("ConvShape", ["images", "channels", "height", "width", "filters", "kh", "kw",
+                                                 "oh", "ow", "ph", "pw", "sh", "sw", "dh", "dw", "groups"])
+PoolShape = collections.namedtuple("PoolShape", ["batch", "height", "width", "oh", "ow", "wh", "ww", "sh", "sw",
+                                                 "ph", "pw", "ignore_border"])
+
+
+@intrinsic
+def _as_struct(typingctx, fields):
+    """A pointer to a copy of the int64 tuple ``fields`` in the caller's stack frame:
+    the C struct of the same fields, valid until the caller returns."""
+    if not isinstance(fields, types.BaseTuple) or any(field != types.int64 for field in fields):
+        raise numba.core.errors.TypingError(f"the kernels' geometry must be a tuple of int64, got {fields}")
+
+    def codegen(context, builder, signature, args):
+        slot = cgutils.alloca_once(builder, args[0].type)
+        builder.store(args[0], slot)
+        return builder.bitcast(slot, cgutils.voidptr_t)
+
+    return types.voidptr(fields), codegen
+
+_c_corr2d = _c_function("dlt_corr2d", 3, 2)
+_c_corr2d_grad_weights = _c_function("dlt_corr2d_grad_weights", 3, 2)
+_c_corr2d_grad_inputs = _c_function("dlt_corr2d_grad_inputs", 3, 2)
+_c_pool = _c_function("dlt_pool", 2, 2)
+_c_max_pool_grad = _c_function("dlt_max_pool_grad", 4, 1)
+_c_max_pool_grad_grad = _c_function("dlt_max_pool_grad_grad", 4, 1)
+_c_average_pool_grad = _c_function("dlt_average_pool_grad", 2, 2)
+
+
+def struct_sizes() -> tuple[int, int]:
+    """sizeof the C structs conv_shape and pool_shape (the named tuples above must match them)."""
+    result = (ctypes.c_int64 * 2)()
+    _library.dlt_struct_sizes(result)
+    return tuple(result)
 
 
 def chunking(n_images: int, rows: int, positions: int, itemsize: int, threads: int) -> tuple[int, int, int]:
@@ -109,25 +146,85 @@ def _check_status(status):
 
 
 # --------------------------------------------------------------------------
-# Output sizes (shared by the Ops' shape inference and the kernels)
+# Output sizes: one function per operation, for ints (the kernels, compiled
+# by Numba; the JAX backend) and for symbolic sizes (the Ops' shapes) alike
 # --------------------------------------------------------------------------
 
+# Border modes that derive the zero padding from the filter size (Theano's).
+FULL, HALF = -1, -2
+BORDER_MODES = {"full": FULL, "half": HALF}
 
-@jit
+
+def _nonnegative(value):
+    """max(value, 0), for an int or a symbolic integer."""
+    return pt.maximum(value, 0) if isinstance(value, Variable) else max(value, 0)
+
+
+@overload(_nonnegative)
+def _nonnegative_compiled(value):
+    return lambda value: max(value, 0)
+
+
+def conv_padding(border, kernel, dilation):
+    """Zero padding along one axis: ``border`` itself when >= 0; derived from the
+    (dilated) filter size for ``FULL`` (every overlap) and ``HALF`` (Theano's 'half')."""
+    if border == FULL:
+        return (kernel - 1) * dilation
+    if border == HALF:
+        return ((kernel - 1) * dilation + 1) // 2
+    return border
+
+
 def conv_output_size(size, kernel, pad, stride, dilation):
-    """Length of a 'valid' correlation along one axis after zero padding."""
+    """Length of a 'valid' correlation along one axis after zero padding by ``pad``."""
     return (size + 2 * pad - (kernel - 1) * dilation - 1) // stride + 1
 
 
-@jit
 def pool_output_size(size, window, stride, pad, ignore_border):
     """Theano's pooled length along one axis."""
     padded = size + 2 * pad
     if ignore_border:
-        return max(0, (padded - window) // stride + 1)
+        return _nonnegative((padded - window) // stride + 1)
     if stride >= window:
         return (padded - 1) // stride + 1
-    return max(0, (padded - 1 - window + stride) // stride) + 1
+    return _nonnegative((padded - 1 - window + stride) // stride) + 1
+
+
+_conv_padding, _conv_output_size, _pool_output_size = map(jit, (conv_padding, conv_output_size, pool_output_size))
+
+
+# --------------------------------------------------------------------------
+# The geometry structs: one function per operation checks the sizes and
+# fills the struct
+# --------------------------------------------------------------------------
+
+
+@inline
+def _conv_geometry(images, channels, height, width, filters, filter_channels, kh, kw, ph, pw, sh, sw, dh, dw,
+                   groups):
+    """The conv_shape struct of a correlation; ``ph``/``pw`` may be ``FULL`` or ``HALF``."""
+    if groups < 1 or filters % groups != 0:
+        raise ValueError("conv2d: num_groups must be >= 1 and divide the number of filters (axis 0)")
+    if channels != filter_channels * groups:
+        raise ValueError("conv2d: the input's channel count (axis 1) differs from the filters' (axis 1) "
+                         "times num_groups")
+    ph, pw = _conv_padding(ph, kh, dh), _conv_padding(pw, kw, dw)
+    oh, ow = _conv_output_size(height, kh, ph, sh, dh), _conv_output_size(width, kw, pw, sw, dw)
+    if oh < 1 or ow < 1:
+        raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
+    return ConvShape(images=images, channels=channels, height=height, width=width, filters=filters, kh=kh, kw=kw,
+                     oh=oh, ow=ow, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw, groups=groups)
+
+
+@inline
+def _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border):
+    """The pool_shape struct of pooling (batch, height, width) arrays."""
+    if ignore_border and (height + 2 * ph < wh or width + 2 * pw < ww):
+        raise ValueError("pool_2d: the pooling window is larger than the padded input (ignore_border=True "
+                         "leaves no window); use a smaller ws or ignore_border=False")
+    return PoolShape(batch=batch, height=height, width=width, oh=_pool_output_size(height, wh, sh, ph, ignore_border),
+                     ow=_pool_output_size(width, ww, sw, pw, ignore_border), wh=wh, ww=ww, sh=sh, sw=sw, ph=ph, pw=pw,
+                     ignore_border=np.int64(ignore_border))
 
 
 # --------------------------------------------------------------------------
@@ -136,51 +233,51 @@ def pool_output_size(size, window, stride, pad, ignore_border):
 
 
 @jit
-def corr2d(x, kern, ph, pw, sh, sw, dh, dw, flip, threads):
-    """'Valid' cross-correlation of zero-padded ``x`` (n, c, h, w) with ``kern`` (f, c, kh, kw)."""
+def corr2d(x, kern, ph, pw, sh, sw, dh, dw, groups, flip, threads):
+    """'Valid' cross-correlation of zero-padded ``x`` (n, c, h, w) with ``kern`` (f, c/groups, kh, kw);
+    ``ph``/``pw`` may be ``FULL`` or ``HALF``."""
     x, kern = np.ascontiguousarray(x), np.ascontiguousarray(kern)
     n_images, channels, height, width = x.shape
-    n_filters, kern_channels, kh, kw = kern.shape
-    if channels != kern_channels:
-        raise ValueError("conv2d: the input's channel count (axis 1) differs from the filters' (axis 1)")
-    oh = conv_output_size(height, kh, ph, sh, dh)
-    ow = conv_output_size(width, kw, pw, sw, dw)
-    if oh < 1 or ow < 1:
-        raise ValueError("conv2d: the (dilated) filters are larger than the padded input")
-    out = np.empty((n_images, n_filters, oh, ow), dtype=x.dtype)
-    _check_status(_c_corr2d(_float_size(x, kern), x.ctypes, kern.ctypes, out.ctypes, n_images, channels, height,
-                            width, n_filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw, flip, threads))
+    n_filters, filter_channels, kh, kw = kern.shape
+    shape = _conv_geometry(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
+                           filter_channels=filter_channels, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw,
+                           groups=groups)
+    out = np.empty((n_images, n_filters, shape.oh, shape.ow), dtype=x.dtype)
+    _check_status(_c_corr2d(_float_size(x, kern), x.ctypes, kern.ctypes, out.ctypes, _as_struct(shape), flip, threads))
     return out
 
 
 @jit
-def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, flip, threads):
-    """Gradient of :func:`corr2d` with respect to the (f, c, kh, kw) filters, given the output gradient."""
+def corr2d_grad_weights(x, gout, kh, kw, ph, pw, sh, sw, dh, dw, groups, flip, threads):
+    """Gradient of :func:`corr2d` with respect to the (f, c/groups, kh, kw) filters, given the output gradient."""
     x, gout = np.ascontiguousarray(x), np.ascontiguousarray(gout)
     n_images, channels, height, width = x.shape
-    n_filters, oh, ow = gout.shape[1], gout.shape[2], gout.shape[3]
-    if (gout.shape[0] != n_images or oh != conv_output_size(height, kh, ph, sh, dh)
-            or ow != conv_output_size(width, kw, pw, sw, dw)):
+    n_filters = gout.shape[1]
+    filter_channels = channels // groups if groups > 0 else 0
+    shape = _conv_geometry(images=n_images, channels=channels, height=height, width=width, filters=n_filters,
+                           filter_channels=filter_channels, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh, sw=sw, dh=dh, dw=dw,
+                           groups=groups)
+    if gout.shape[0] != n_images or gout.shape[2] != shape.oh or gout.shape[3] != shape.ow:
         raise ValueError("conv2d gradient: the output gradient's shape does not match the input's")
-    d_kern = np.empty((n_filters, channels, kh, kw), dtype=x.dtype)
-    _check_status(_c_corr2d_grad_weights(_float_size(x, gout), x.ctypes, gout.ctypes, d_kern.ctypes, n_images, channels,
-                                         height, width, n_filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw,
+    d_kern = np.empty((n_filters, filter_channels, kh, kw), dtype=x.dtype)
+    _check_status(_c_corr2d_grad_weights(_float_size(x, gout), x.ctypes, gout.ctypes, d_kern.ctypes, _as_struct(shape),
                                          flip, threads))
     return d_kern
 
 
 @jit
-def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, flip, threads):
+def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, groups, flip, threads):
     """Gradient of :func:`corr2d` with respect to its (n, c, height, width) input, given the output gradient."""
     kern, gout = np.ascontiguousarray(kern), np.ascontiguousarray(gout)
-    n_filters, channels, kh, kw = kern.shape
-    n_images, oh, ow = gout.shape[0], gout.shape[2], gout.shape[3]
-    if (gout.shape[1] != n_filters or oh != conv_output_size(height, kh, ph, sh, dh)
-            or ow != conv_output_size(width, kw, pw, sw, dw)):
+    n_filters, filter_channels, kh, kw = kern.shape
+    n_images = gout.shape[0]
+    shape = _conv_geometry(images=n_images, channels=filter_channels * groups, height=height, width=width,
+                           filters=n_filters, filter_channels=filter_channels, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh,
+                           sw=sw, dh=dh, dw=dw, groups=groups)
+    if gout.shape[1] != n_filters or gout.shape[2] != shape.oh or gout.shape[3] != shape.ow:
         raise ValueError("conv2d gradient: the output gradient's shape does not match the filters'")
-    dx = np.empty((n_images, channels, height, width), dtype=gout.dtype)
-    _check_status(_c_corr2d_grad_inputs(_float_size(kern, gout), kern.ctypes, gout.ctypes, dx.ctypes, n_images,
-                                        channels, height, width, n_filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw,
+    dx = np.empty((n_images, filter_channels * groups, height, width), dtype=gout.dtype)
+    _check_status(_c_corr2d_grad_inputs(_float_size(kern, gout), kern.ctypes, gout.ctypes, dx.ctypes, _as_struct(shape),
                                         flip, threads))
     return dx
 
@@ -193,14 +290,12 @@ def corr2d_grad_inputs(kern, gout, height, width, ph, pw, sh, sw, dh, dw, flip, 
 @jit
 def pool(x, wh, ww, sh, sw, ph, pw, ignore_border, mode, threads):
     """Theano's pooling of ``x`` (b, h, w); padding never wins a max and only
-    'average_inc_pad' counts it."""
+    'average_inc_pad' counts it; a NaN in a window makes its max NaN."""
     x = np.ascontiguousarray(x)
     batch, height, width = x.shape
-    oh = pool_output_size(height, wh, sh, ph, ignore_border)
-    ow = pool_output_size(width, ww, sw, pw, ignore_border)
-    out = np.empty((batch, oh, ow), dtype=x.dtype)
-    _check_status(_c_pool(_float_size(x), x.ctypes, out.ctypes, batch, height, width, oh, ow, wh, ww, sh, sw, ph, pw,
-                          ignore_border, mode, threads))
+    shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
+    out = np.empty((batch, shape.oh, shape.ow), dtype=x.dtype)
+    _check_status(_c_pool(_float_size(x), x.ctypes, out.ctypes, _as_struct(shape), mode, threads))
     return out
 
 
@@ -209,26 +304,39 @@ def max_pool_grad(x, maxout, gz, wh, ww, sh, sw, ph, pw, ignore_border, threads)
     """Gradient of max pooling: each window's gradient goes to every input equal to its maximum."""
     x, maxout, gz = np.ascontiguousarray(x), np.ascontiguousarray(maxout), np.ascontiguousarray(gz)
     batch, height, width = x.shape
-    oh, ow = maxout.shape[1], maxout.shape[2]
-    if (maxout.shape[0] != batch or gz.shape != maxout.shape
-            or oh != pool_output_size(height, wh, sh, ph, ignore_border)
-            or ow != pool_output_size(width, ww, sw, pw, ignore_border)):
+    shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
+    if maxout.shape != (batch, shape.oh, shape.ow) or gz.shape != maxout.shape:
         raise ValueError("pool_2d gradient: the pooled input or its gradient does not match the input's shape")
     gx = np.empty_like(x)
-    _check_status(_c_max_pool_grad(_float_size(x, maxout, gz), x.ctypes, maxout.ctypes, gz.ctypes, gx.ctypes, batch,
-                                   height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border, threads))
+    _check_status(_c_max_pool_grad(_float_size(x, maxout, gz), x.ctypes, maxout.ctypes, gz.ctypes, gx.ctypes,
+                                   _as_struct(shape), threads))
     return gx
+
+
+@jit
+def max_pool_grad_grad(x, maxout, ggx, wh, ww, sh, sw, ph, pw, ignore_border, threads):
+    """Gradient of :func:`max_pool_grad` with respect to its output gradient, given ``ggx``
+    (shaped like ``x``): each window gathers ``ggx`` at every input equal to its maximum."""
+    x, maxout, ggx = np.ascontiguousarray(x), np.ascontiguousarray(maxout), np.ascontiguousarray(ggx)
+    batch, height, width = x.shape
+    shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
+    if maxout.shape != (batch, shape.oh, shape.ow) or ggx.shape != x.shape:
+        raise ValueError("pool_2d second derivative: the pooled input or the gradient does not match the "
+                         "input's shape")
+    ggz = np.empty_like(maxout)
+    _check_status(_c_max_pool_grad_grad(_float_size(x, maxout, ggx), x.ctypes, maxout.ctypes, ggx.ctypes,
+                                        ggz.ctypes, _as_struct(shape), threads))
+    return ggz
 
 
 @jit
 def average_pool_grad(gz, height, width, wh, ww, sh, sw, ph, pw, ignore_border, mode, threads):
     """Gradient of sum and average pooling: each window's gradient spread over its (b, height, width) inputs."""
     gz = np.ascontiguousarray(gz)
-    batch, oh, ow = gz.shape
-    if (oh != pool_output_size(height, wh, sh, ph, ignore_border)
-            or ow != pool_output_size(width, ww, sw, pw, ignore_border)):
+    batch = gz.shape[0]
+    shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
+    if gz.shape[1] != shape.oh or gz.shape[2] != shape.ow:
         raise ValueError("pool_2d gradient: the output gradient does not match the input's shape")
     gx = np.empty((batch, height, width), dtype=gz.dtype)
-    _check_status(_c_average_pool_grad(_float_size(gz), gz.ctypes, gx.ctypes, batch, height, width, oh, ow, wh, ww,
-                                       sh, sw, ph, pw, ignore_border, mode, threads))
+    _check_status(_c_average_pool_grad(_float_size(gz), gz.ctypes, gx.ctypes, _as_struct(shape), mode, threads))
     return gx

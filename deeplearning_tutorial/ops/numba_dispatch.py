@@ -17,7 +17,7 @@ from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_
 from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops import pool as pool_module
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
-from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, Pool
+from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
 from deeplearning_tutorial.ops.pool import as_3d as pool_as_3d
 
 
@@ -52,33 +52,33 @@ def _register(op_type):
 
 @_register(Corr2d)
 def numba_funcify_Corr2d(op, node, threads, **kwargs):
-    params, flip = op.params, op.filter_flip
+    params = op.params
 
     @numba_njit
     def corr2d(img, kern):
-        return kernels.corr2d(img, kern, *params, flip, threads)
+        return kernels.corr2d(img, kern, *params, threads)
 
     return corr2d
 
 
 @_register(Corr2dGradWeights)
 def numba_funcify_Corr2dGradWeights(op, node, threads, **kwargs):
-    params, flip = op.params, op.filter_flip
+    params = op.params
 
     @numba_njit
     def corr2d_grad_weights(img, gout, kernel_shape):
-        return kernels.corr2d_grad_weights(img, gout, kernel_shape[0], kernel_shape[1], *params, flip, threads)
+        return kernels.corr2d_grad_weights(img, gout, kernel_shape[0], kernel_shape[1], *params, threads)
 
     return corr2d_grad_weights
 
 
 @_register(Corr2dGradInputs)
 def numba_funcify_Corr2dGradInputs(op, node, threads, **kwargs):
-    params, flip = op.params, op.filter_flip
+    params = op.params
 
     @numba_njit
     def corr2d_grad_inputs(kern, gout, image_shape):
-        return kernels.corr2d_grad_inputs(kern, gout, image_shape[0], image_shape[1], *params, flip, threads)
+        return kernels.corr2d_grad_inputs(kern, gout, image_shape[0], image_shape[1], *params, threads)
 
     return corr2d_grad_inputs
 
@@ -108,6 +108,18 @@ def numba_funcify_MaxPoolGrad(op, node, threads, **kwargs):
                                      threads).reshape(x.shape)
 
     return max_pool_grad
+
+
+@_register(MaxPoolGradGrad)
+def numba_funcify_MaxPoolGradGrad(op, node, threads, **kwargs):
+    params, ignore_border = op.window_params, op.ignore_border
+
+    @numba_njit
+    def max_pool_grad_grad(x, maxout, ggx):
+        return kernels.max_pool_grad_grad(as_3d(x), as_3d(maxout), as_3d(ggx), *params, ignore_border,
+                                          threads).reshape(maxout.shape)
+
+    return max_pool_grad_grad
 
 
 @_register(AveragePoolGrad)

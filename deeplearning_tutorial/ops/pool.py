@@ -3,14 +3,19 @@
 :class:`Pool` pools the last two axes of a tensor of any rank >= 2; its
 gradient is :class:`MaxPoolGrad` (every input equal to its window's maximum
 receives the window's gradient, as in Theano) or :class:`AveragePoolGrad`.
+Both gradients have gradients of their own (:class:`MaxPoolGradGrad`, Theano's
+``DownsampleFactorMaxGradGrad``, and pooling again), so Hessian-vector
+products through pooling work.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numba
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.gradient import DisconnectedType, grad_not_implemented
+from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.tensor.type import TensorType
@@ -39,15 +44,7 @@ class _PoolBase(Op):
 
     def out_size(self, size, axis: int):
         """Pooled length along ``axis`` (0: rows, 1: cols); symbolic sizes give a symbolic result."""
-        window, stride, pad = self.ws[axis], self.stride[axis], self.pad[axis]
-        if isinstance(size, (int, np.integer)):
-            return int(kernels.pool_output_size(size, window, stride, pad, self.ignore_border))
-        padded = size + 2 * pad
-        if self.ignore_border:
-            return pt.maximum(0, (padded - window) // stride + 1)
-        if stride >= window:
-            return (padded - 1) // stride + 1
-        return pt.maximum(0, (padded - 1 - window + stride) // stride) + 1
+        return kernels.pool_output_size(size, self.ws[axis], self.stride[axis], self.pad[axis], self.ignore_border)
 
 
 class Pool(_PoolBase):
@@ -99,7 +96,36 @@ class MaxPoolGrad(_PoolBase):
         return [shapes[0]]
 
     def pullback(self, inputs, outputs, output_grads):
-        return [grad_not_implemented(self, i, var) for i, var in enumerate(inputs)]
+        x, maxout, gz = inputs
+        (g_gx,) = output_grads
+        # the gradient is linear in gz, and constant in x and maxout wherever it is defined
+        # (an input moving off or onto its window's maximum is a jump)
+        return [pt.zeros_like(x), pt.zeros_like(maxout), MaxPoolGradGrad(*self._props())(x, maxout, g_gx)]
+
+
+class MaxPoolGradGrad(_PoolBase):
+    """Gradient of :class:`MaxPoolGrad` with respect to its output gradient (Theano's
+    ``DownsampleFactorMaxGradGrad``): inputs (x, pooled x, a gradient shaped like x); each
+    window gathers that gradient at every input equal to its maximum."""
+
+    def make_node(self, x, maxout, ggx):
+        x, maxout, ggx = map(pt.as_tensor_variable, (x, maxout, ggx))
+        return Apply(self, [x, maxout, ggx.astype(x.dtype)], [maxout.type()])
+
+    def perform(self, node, inputs, output_storage):
+        x, maxout, ggx = inputs
+        ggz = kernels.max_pool_grad_grad(as_3d(x), as_3d(maxout), as_3d(ggx), *self.window_params,
+                                         self.ignore_border, numba.get_num_threads())
+        output_storage[0][0] = ggz.reshape(maxout.shape)
+
+    def infer_shape(self, node, shapes):
+        return [shapes[1]]
+
+    def pullback(self, inputs, outputs, output_grads):
+        x, maxout, ggx = inputs
+        (g_ggz,) = output_grads
+        # the adjoint of a gather is the scatter: MaxPoolGrad again
+        return [pt.zeros_like(x), pt.zeros_like(maxout), MaxPoolGrad(*self._props())(x, maxout, g_ggz)]
 
 
 class AveragePoolGrad(_PoolBase):
@@ -129,20 +155,74 @@ class AveragePoolGrad(_PoolBase):
         return [DisconnectedType()(), pool(g_gx)]
 
 
-def pool_2d(input, ws=None, ignore_border=None, stride=None, pad=(0, 0), mode="max"):
-    """Theano's ``pool_2d``: pool the last two axes of ``input`` (2 or more dimensions).
+# Theano's warning for an unset ignore_border (its sentences on the GPU back end left out)
+IGNORE_BORDER_WARNING = ("{function}() will have the parameter ignore_border default value changed to True "
+                         "(currently False). To have consistent behavior with all Theano version, explicitly add "
+                         "the parameter ignore_border=True.")
 
-    ``ws`` is the window (rows, cols); ``stride`` defaults to ``ws`` (smaller
-    strides overlap); ``pad`` zero-pads both sides and needs
-    ``ignore_border=True``; ``ignore_border=False`` keeps partial windows at
-    the bottom/right border.  ``mode``: 'max', 'sum', 'average_inc_pad'
-    (padding counts in the average), 'average_exc_pad' or 'l2' (the square root
-    of the sum of squares, :mod:`deeplearning_tutorial.ops.pool_kinds`).
+
+def _renamed(new, old, new_name: str, old_name: str, unset=None):
+    """The value of a parameter that Theano renamed: ``old`` (with Theano's deprecation
+    warning) where only it is given; an error where both are."""
+    if old is None:
+        return new
+    if new not in (None, unset):
+        raise ValueError(f"pool_2d: {old_name!r} is the old name of {new_name!r}; pass only {new_name!r}")
+    warnings.warn(f"DEPRECATION: the {old_name!r} parameter is not going to exist anymore as it is going to "
+                  f"be replaced by the parameter {new_name!r}.", stacklevel=3)
+    return old
+
+
+def pool_2d(input, ws=None, ignore_border=None, stride=None, pad=(0, 0), mode="max", ds=None, st=None,
+            padding=None):
+    """Theano 1.0's ``pool_2d``: pool the last two axes of ``input`` (2 or more dimensions).
+
+    Parameters
+    ----------
+    input : tensor
+        float32 or float64, 2 or more dimensions; the last two are pooled.
+    ws : (int, int)
+        The pooling window (rows, cols).
+    ignore_border : bool or None
+        True drops the partial windows at the bottom/right border; False keeps
+        them.  ``None`` (left unset) means False with Theano's warning that
+        the default will change: the tutorials pass True.
+    stride : (int, int) or None
+        Steps between windows; ``None``: ``ws`` (smaller strides overlap).
+    pad : (int, int)
+        Zero padding on both sides of rows and cols; needs
+        ``ignore_border=True`` and ``pad < ws``.
+    mode : {'max', 'sum', 'average_inc_pad', 'average_exc_pad', 'l2'}
+        The window's maximum (NaN if it holds one, as NumPy's), its sum, its
+        average counting the padding or not, or the square root of its sum of
+        squares (:mod:`deeplearning_tutorial.ops.pool_kinds`).
+    ds, st, padding
+        The old names of ``ws``, ``stride`` and ``pad``: accepted with
+        Theano's deprecation warning.
+
+    Returns
+    -------
+    tensor
+        ``input`` pooled, with the same leading axes.
+
+    Raises
+    ------
+    ValueError
+        Where an old and a new name are both given, ``ws`` is missing, or
+        the parameters are invalid or (static shapes, ``ignore_border=True``)
+        leave no window.  A window larger than the padded input with
+        ``ignore_border=True`` is also an error when the graph runs.
+    TypeError
+        For an input of fewer than 2 dimensions or not of floats.
     """
+    ws = _renamed(ws, ds, "ws", "ds")
+    stride = _renamed(stride, st, "stride", "st")
+    pad = _renamed(pad, padding, "pad", "padding", unset=(0, 0))
     if ws is None:
         raise ValueError("pool_2d needs ws, the pooling window (rows, cols)")
     if ignore_border is None:
-        ignore_border = True  # Theano's default since 0.9
+        warnings.warn(IGNORE_BORDER_WARNING.format(function="pool_2d"), stacklevel=2)
+        ignore_border = False
     ws = _pair(ws, "ws")
     stride = ws if stride is None else _pair(stride, "stride")
     pad = _pair(pad, "pad")

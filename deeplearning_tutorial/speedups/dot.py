@@ -7,7 +7,7 @@ product as ``Dot`` (it is a ``Dot``: same graph semantics, gradient and
 shape), but its NUMBA implementation splits the larger dimension of the
 result into one block per Numba thread, each block one single-threaded BLAS
 ``gemm`` call writing into its slice of the result, on the same thread pool
-as the convolutions.  Products under ``PARALLEL_MIN`` multiply-adds run as one
+as the convolutions.  Products under ``PARALLEL_MIN`` multiply-adds run as one single-threaded
 call.  In the other modes it runs as ``Dot`` does.
 
 The :mod:`~deeplearning_tutorial.speedups` rewrites put it in place of ``Dot``
@@ -122,7 +122,7 @@ def split_product(dtype: np.dtype, threads: int):
     gemm = gemm_into(dtype)
 
     @numba_njit(parallel=True)
-    def blocks(x, y, out):
+    def split(x, y, out):
         m, n = out.shape
         for block in prange(threads):
             if m >= n:
@@ -131,12 +131,6 @@ def split_product(dtype: np.dtype, threads: int):
             else:
                 c0, c1 = block * n // threads, (block + 1) * n // threads
                 gemm(x, y[:, c0:c1], out[:, c0:c1])
-
-    @numba_njit
-    def split(x, y, out):
-        blas_threads = _blas_single_thread()
-        blocks(x, y, out)
-        _blas_restore_threads(blas_threads)
 
     return split
 
@@ -153,11 +147,15 @@ def numba_funcify_SplitDot(op, node, **kwargs):
         if x.shape[1] != y.shape[0]:
             raise ValueError("dot: the first matrix's columns and the second's rows differ in number")
         out = np.empty((m, n), dtype=dtype)
+        # Single-threaded BLAS for small products too: a multi-threaded call wakes the BLAS's
+        # threads, which then spin on the cores the next parallel kernel needs.
+        blas_threads = _blas_single_thread()
         # general-layout views: both callees compile once per dtype, whatever the operands' layouts
         if threads < 2 or m * x.shape[1] * n < PARALLEL_MIN:
             gemm(x[:, :], y[:, :], out[:, :])
         else:
             split(x[:, :], y[:, :], out[:, :])
+        _blas_restore_threads(blas_threads)
         return out
 
     return parallel_dot, f"deeplearning_tutorial.speedups.dot-{dtype}-threads{threads}-{_SOURCE_HASH}"

@@ -4,7 +4,8 @@
  * has to compile them: the Numba backend calls these functions by name, the
  * C VM and Python modes through the same small Numba functions in kernels.py.
  * Each exported dlt_* function takes the element size (4: float32, 8:
- * float64) first, C-contiguous arrays as pointers, and returns a DLT_* status.
+ * float64) first, C-contiguous arrays as pointers, the geometry as a struct
+ * (conv_shape or pool_shape) and returns a DLT_* status.
  * Shapes are checked by the callers.  Work is split over OpenMP threads, the
  * runtime Numba's "omp" threading layer uses too; the BLAS products inside run
  * single-threaded: each kernel that calls BLAS sets the BLAS's thread count to
@@ -25,6 +26,9 @@ static int omp_get_thread_num(void) { return 0; }
 #define EXPORT __attribute__((visibility("default")))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
+/* The larger of a and b, NaN if either is (as NumPy's maximum): max pooling
+ * propagates a NaN wherever it lies in the window. */
+#define MAX_NAN(a, b) ((a) > (b) || (a) != (a) ? (a) : (b))
 
 enum { DLT_OK = 0, DLT_NO_MEMORY = 1, DLT_NO_BLAS = 2, DLT_BAD_ITEMSIZE = 3 };
 enum { DLT_MAX = 0, DLT_SUM = 1, DLT_AVERAGE_INC_PAD = 2, DLT_AVERAGE_EXC_PAD = 3 };
@@ -82,6 +86,8 @@ EXPORT void dlt_blas_restore_threads(int threads)
 
 struct conv_shape {
     int64_t images, channels, height, width, filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw;
+    int64_t groups; /* channels and filters split into this many groups, group g of the filters
+                       seeing only group g of the channels; the filters have channels/groups each */
 };
 
 struct chunking {
@@ -167,61 +173,63 @@ static struct window window(int64_t index, int64_t size, int64_t stride, int64_t
         return status_;                                                                \
     } while (0)
 
-#define CONV_ARGS                                                                              \
-    int64_t images, int64_t channels, int64_t height, int64_t width, int64_t filters, int64_t kh, \
-        int64_t kw, int64_t oh, int64_t ow, int64_t ph, int64_t pw, int64_t sh, int64_t sw,       \
-        int64_t dh, int64_t dw, int64_t flip, int64_t threads
-#define CONV_SHAPE {images, channels, height, width, filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw}
+/* The exported kernels take the geometry by name, as a struct: kernels.py builds
+ * it as a named tuple of the same int64 fields (ConvShape, PoolShape there). */
 
-/* out (n, f, oh, ow) = the correlation of x (n, c, h, w) zero-padded with kern (f, c, kh, kw). */
-EXPORT int dlt_corr2d(int64_t itemsize, const void *x, const void *kern, void *out, CONV_ARGS)
+/* For the tests: the sizes of the two structs, which kernels.py's named tuples must match. */
+EXPORT void dlt_struct_sizes(int64_t *result)
 {
-    struct conv_shape s = CONV_SHAPE;
-    DISPATCH(itemsize, 1, corr2d, x, kern, &s, (int)flip, (int)threads, out);
+    result[0] = sizeof(struct conv_shape);
+    result[1] = sizeof(struct pool_shape);
 }
 
-/* dkern (f, c, kh, kw) = the gradient of dlt_corr2d's result with respect to the filters. */
-EXPORT int dlt_corr2d_grad_weights(int64_t itemsize, const void *x, const void *gout, void *dkern,
-                                   CONV_ARGS)
+/* out (n, f, oh, ow) = the correlation of x (n, c, h, w) zero-padded with kern (f, c/groups, kh, kw). */
+EXPORT int dlt_corr2d(int64_t itemsize, const void *x, const void *kern, void *out, const struct conv_shape *s,
+                      int64_t flip, int64_t threads)
 {
-    struct conv_shape s = CONV_SHAPE;
-    DISPATCH(itemsize, 1, corr2d_grad_weights, x, gout, &s, (int)flip, (int)threads, dkern);
+    DISPATCH(itemsize, 1, corr2d, x, kern, s, (int)flip, (int)threads, out);
+}
+
+/* dkern (f, c/groups, kh, kw) = the gradient of dlt_corr2d's result with respect to the filters. */
+EXPORT int dlt_corr2d_grad_weights(int64_t itemsize, const void *x, const void *gout, void *dkern,
+                                   const struct conv_shape *s, int64_t flip, int64_t threads)
+{
+    DISPATCH(itemsize, 1, corr2d_grad_weights, x, gout, s, (int)flip, (int)threads, dkern);
 }
 
 /* dx (n, c, h, w) = the gradient of dlt_corr2d's result with respect to its input. */
 EXPORT int dlt_corr2d_grad_inputs(int64_t itemsize, const void *kern, const void *gout, void *dx,
-                                  CONV_ARGS)
+                                  const struct conv_shape *s, int64_t flip, int64_t threads)
 {
-    struct conv_shape s = CONV_SHAPE;
-    DISPATCH(itemsize, 1, corr2d_grad_inputs, kern, gout, &s, (int)flip, (int)threads, dx);
+    DISPATCH(itemsize, 1, corr2d_grad_inputs, kern, gout, s, (int)flip, (int)threads, dx);
 }
 
-#define POOL_ARGS                                                                              \
-    int64_t batch, int64_t height, int64_t width, int64_t oh, int64_t ow, int64_t wh, int64_t ww, \
-        int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t ignore_border
-#define POOL_SHAPE {batch, height, width, oh, ow, wh, ww, sh, sw, ph, pw, ignore_border}
-
 /* out (b, oh, ow) = Theano's pooling of x (b, h, w) in mode DLT_MAX, DLT_SUM or DLT_AVERAGE_*. */
-EXPORT int dlt_pool(int64_t itemsize, const void *x, void *out, POOL_ARGS, int64_t mode, int64_t threads)
+EXPORT int dlt_pool(int64_t itemsize, const void *x, void *out, const struct pool_shape *s, int64_t mode,
+                    int64_t threads)
 {
-    struct pool_shape s = POOL_SHAPE;
-    DISPATCH(itemsize, 0, pool, x, &s, (int)mode, (int)threads, out);
+    DISPATCH(itemsize, 0, pool, x, s, (int)mode, (int)threads, out);
 }
 
 /* gx (b, h, w) = the gradient of max pooling, given its input, result and output gradient. */
 EXPORT int dlt_max_pool_grad(int64_t itemsize, const void *x, const void *maxout, const void *gz, void *gx,
-                             POOL_ARGS, int64_t threads)
+                             const struct pool_shape *s, int64_t threads)
 {
-    struct pool_shape s = POOL_SHAPE;
-    DISPATCH(itemsize, 0, max_pool_grad, x, maxout, gz, &s, (int)threads, gx);
+    DISPATCH(itemsize, 0, max_pool_grad, x, maxout, gz, s, (int)threads, gx);
+}
+
+/* ggz (b, oh, ow) = the gradient of dlt_max_pool_grad's result with respect to its output gradient. */
+EXPORT int dlt_max_pool_grad_grad(int64_t itemsize, const void *x, const void *maxout, const void *ggx, void *ggz,
+                                  const struct pool_shape *s, int64_t threads)
+{
+    DISPATCH(itemsize, 0, max_pool_grad_grad, x, maxout, ggx, s, (int)threads, ggz);
 }
 
 /* gx (b, h, w) = the gradient of sum or average pooling, given the output gradient. */
-EXPORT int dlt_average_pool_grad(int64_t itemsize, const void *gz, void *gx, POOL_ARGS, int64_t mode,
-                                 int64_t threads)
+EXPORT int dlt_average_pool_grad(int64_t itemsize, const void *gz, void *gx, const struct pool_shape *s,
+                                 int64_t mode, int64_t threads)
 {
-    struct pool_shape s = POOL_SHAPE;
-    DISPATCH(itemsize, 0, average_pool_grad, gz, &s, (int)mode, (int)threads, gx);
+    DISPATCH(itemsize, 0, average_pool_grad, gz, s, (int)mode, (int)threads, gx);
 }
 
 /* An importable (empty) Python module, so that the library is found, and

@@ -33,19 +33,19 @@ static void NAME(gemm_rows)(int transpose_a, int transpose_b, int m, int n, int 
          &one, b, &ldb, a, &lda, &beta, c, &ldc);
 }
 
-/* (f, c, kh, kw) filters as an (f, c*kh*kw) matrix, or its transpose; rotated by
- * 180 degrees when flip is set (a convolution rather than a correlation). */
+/* (f, c/groups, kh, kw) filters as an (f, c/groups*kh*kw) matrix, or its transpose;
+ * rotated by 180 degrees when flip is set (a convolution rather than a correlation). */
 static void NAME(filter_matrix)(const REAL *kern, const struct conv_shape *s, int flip,
                                 int transposed, REAL *mat)
 {
-    const int64_t rows = s->channels * s->kh * s->kw;
+    const int64_t channels = s->channels / s->groups, rows = channels * s->kh * s->kw;
     for (int64_t f = 0; f < s->filters; f++)
-        for (int64_t c = 0; c < s->channels; c++)
+        for (int64_t c = 0; c < channels; c++)
             for (int64_t u = 0; u < s->kh; u++)
                 for (int64_t v = 0; v < s->kw; v++) {
                     int64_t row = (c * s->kh + u) * s->kw + v;
                     int64_t uu = flip ? s->kh - 1 - u : u, vv = flip ? s->kw - 1 - v : v;
-                    REAL value = kern[((f * s->channels + c) * s->kh + uu) * s->kw + vv];
+                    REAL value = kern[((f * channels + c) * s->kh + uu) * s->kw + vv];
                     if (transposed)
                         mat[row * s->filters + f] = value;
                     else
@@ -148,7 +148,9 @@ struct NAME(job) {
     const REAL *gout;    /* the output gradient (n, f, oh, ow), for the filter gradient */
     const REAL *filters; /* the filter matrix, or its transpose */
     REAL *out;           /* the result, or the per-thread partial sums of the filter gradient */
-    int64_t rows, positions;
+    int64_t rows;        /* rows of the columns matrix: channels * kh * kw */
+    int64_t group_rows;  /* the rows one group of filters reads: rows / groups */
+    int64_t positions;   /* output positions per image and map: oh * ow */
 };
 
 typedef void NAME(chunk_step)(const struct NAME(job) *job, const struct NAME(buffers) *buf, int64_t n0,
@@ -183,46 +185,59 @@ static int NAME(for_each_chunk)(const struct NAME(job) *job, struct chunking ch,
     return status;
 }
 
-/* maps = filters (f x rows) cols (rows x positions*m), scattered into the result */
+/* maps = filters (f x group_rows) cols (rows x positions*m), scattered into the result:
+ * with groups, each group of f/groups filters multiplies its own group_rows rows of cols */
 static void NAME(correlate_chunk)(const struct NAME(job) *job, const struct NAME(buffers) *buf, int64_t n0,
                                   int64_t m, int thread)
 {
     const struct conv_shape *s = job->s;
+    const int64_t width = job->positions * m, group_filters = s->filters / s->groups;
     (void)thread;
     NAME(to_image_index_last)(job->input, s->channels, s->height * s->width, n0, m, buf->images);
     NAME(im2col)(buf->images, s, m, buf->cols);
-    NAME(gemm_rows)(0, 0, s->filters, job->positions * m, job->rows, job->filters, job->rows, buf->cols,
-                    job->positions * m, 0, buf->maps, job->positions * m);
+    for (int64_t g = 0; g < s->groups; g++)
+        NAME(gemm_rows)(0, 0, group_filters, width, job->group_rows,
+                        job->filters + g * group_filters * job->group_rows, job->group_rows,
+                        buf->cols + g * job->group_rows * width, width,
+                        0, buf->maps + g * group_filters * width, width);
     NAME(to_image_index_first)(buf->maps, s->filters, job->positions, n0, m, job->out);
 }
 
-/* the thread's partial sum (f x rows) += gout maps (f x positions*m) cols' (positions*m x rows);
+/* the thread's partial sum (f x group_rows) += gout maps (f x positions*m) cols' (positions*m x group_rows),
+ * group by group;
  * the product goes through the thread's scratch matrix after its partial sum, so that the sums
  * are added in the order of the earlier (Numba) kernels and the results are the same to the bit */
 static void NAME(filter_gradient_chunk)(const struct NAME(job) *job, const struct NAME(buffers) *buf,
                                         int64_t n0, int64_t m, int thread)
 {
     const struct conv_shape *s = job->s;
-    const int64_t size = s->filters * job->rows;
+    const int64_t size = s->filters * job->group_rows, width = job->positions * m;
+    const int64_t group_filters = s->filters / s->groups;
     REAL *sum = job->out + 2 * thread * size, *product = sum + size;
     NAME(to_image_index_last)(job->input, s->channels, s->height * s->width, n0, m, buf->images);
     NAME(im2col)(buf->images, s, m, buf->cols);
     NAME(to_image_index_last)(job->gout, s->filters, job->positions, n0, m, buf->maps);
-    NAME(gemm_rows)(0, 1, s->filters, job->rows, job->positions * m, buf->maps, job->positions * m, buf->cols,
-                    job->positions * m, 0, product, job->rows);
+    for (int64_t g = 0; g < s->groups; g++)
+        NAME(gemm_rows)(0, 1, group_filters, job->group_rows, width, buf->maps + g * group_filters * width, width,
+                        buf->cols + g * job->group_rows * width, width,
+                        0, product + g * group_filters * job->group_rows, job->group_rows);
     for (int64_t i = 0; i < size; i++)
         sum[i] += product[i];
 }
 
-/* cols = filters' (rows x f) output gradient maps (f x positions*m), folded into the images' gradient */
+/* cols = filters' (group_rows x f) output gradient maps (f x positions*m), group by group,
+ * folded into the images' gradient */
 static void NAME(input_gradient_chunk)(const struct NAME(job) *job, const struct NAME(buffers) *buf,
                                        int64_t n0, int64_t m, int thread)
 {
     const struct conv_shape *s = job->s;
+    const int64_t width = job->positions * m, group_filters = s->filters / s->groups;
     (void)thread;
     NAME(to_image_index_last)(job->input, s->filters, job->positions, n0, m, buf->maps);
-    NAME(gemm_rows)(0, 0, job->rows, job->positions * m, s->filters, job->filters, s->filters, buf->maps,
-                    job->positions * m, 0, buf->cols, job->positions * m);
+    for (int64_t g = 0; g < s->groups; g++)
+        NAME(gemm_rows)(0, 0, job->group_rows, width, group_filters, job->filters + g * group_filters,
+                        s->filters, buf->maps + g * group_filters * width, width,
+                        0, buf->cols + g * job->group_rows * width, width);
     NAME(col2im)(buf->cols, s, m, buf->images);
     NAME(to_image_index_first)(buf->images, s->channels, s->height * s->width, n0, m, job->out);
 }
@@ -234,11 +249,11 @@ static int NAME(through_filters)(const REAL *input, const REAL *kern, const stru
                                  int transposed, NAME(chunk_step) *step, int threads, REAL *out)
 {
     const int64_t rows = s->channels * s->kh * s->kw, positions = s->oh * s->ow;
-    REAL *filters = malloc(sizeof(REAL) * s->filters * rows);
+    REAL *filters = malloc(sizeof(REAL) * s->filters * (rows / s->groups));
     if (!filters)
         return DLT_NO_MEMORY;
     NAME(filter_matrix)(kern, s, flip, transposed, filters);
-    struct NAME(job) job = {s, input, NULL, filters, out, rows, positions};
+    struct NAME(job) job = {s, input, NULL, filters, out, rows, rows / s->groups, positions};
     int status = NAME(for_each_chunk)(&job, chunking(s->images, rows, positions, sizeof(REAL), threads), step);
     free(filters);
     return status;
@@ -254,26 +269,28 @@ static int NAME(corr2d_grad_weights)(const REAL *x, const REAL *gout, const stru
                                      int flip, int threads, REAL *dkern)
 {
     const int64_t rows = s->channels * s->kh * s->kw, positions = s->oh * s->ow;
+    const int64_t channels = s->channels / s->groups, group_rows = rows / s->groups;
+    const int64_t size = s->filters * group_rows;
     struct chunking ch = chunking(s->images, rows, positions, sizeof(REAL), threads);
     /* one partial sum per thread (not per chunk: chunks can be many, and filters large),
      * each followed by the thread's scratch matrix */
-    REAL *partial = calloc((size_t)ch.workers * 2 * s->filters * rows, sizeof(REAL));
+    REAL *partial = calloc((size_t)ch.workers * 2 * size, sizeof(REAL));
     if (!partial)
         return DLT_NO_MEMORY;
-    struct NAME(job) job = {s, x, gout, NULL, partial, rows, positions};
+    struct NAME(job) job = {s, x, gout, NULL, partial, rows, group_rows, positions};
     int status = NAME(for_each_chunk)(&job, ch, NAME(filter_gradient_chunk));
     if (status == DLT_OK) {
         for (int64_t w = 1; w < ch.workers; w++)
-            for (int64_t i = 0; i < s->filters * rows; i++)
-                partial[i] += partial[2 * w * s->filters * rows + i];
+            for (int64_t i = 0; i < size; i++)
+                partial[i] += partial[2 * w * size + i];
         /* the gradient of flipped filters is the flipped gradient */
         for (int64_t f = 0; f < s->filters; f++)
-            for (int64_t c = 0; c < s->channels; c++)
+            for (int64_t c = 0; c < channels; c++)
                 for (int64_t u = 0; u < s->kh; u++)
                     for (int64_t v = 0; v < s->kw; v++) {
                         int64_t uu = flip ? s->kh - 1 - u : u, vv = flip ? s->kw - 1 - v : v;
-                        dkern[((f * s->channels + c) * s->kh + uu) * s->kw + vv] =
-                            partial[f * rows + (c * s->kh + u) * s->kw + v];
+                        dkern[((f * channels + c) * s->kh + uu) * s->kw + vv] =
+                            partial[f * group_rows + (c * s->kh + u) * s->kw + v];
                     }
     }
     free(partial);
@@ -290,9 +307,42 @@ static int NAME(corr2d_grad_inputs)(const REAL *kern, const REAL *gout, const st
  * Pooling over the last two axes of a (batch, h, w) array
  * ------------------------------------------------------------------------ */
 
+/* Image b of x pooled into out, window by window: the general case. */
+static void NAME(pool_image)(const REAL *x, const struct pool_shape *s, int mode, int64_t b, REAL *out)
+{
+    const REAL *image = x + b * s->height * s->width;
+    for (int64_t i = 0; i < s->oh; i++) {
+        struct window r = window(i, s->wh, s->sh, s->ph, s->height);
+        for (int64_t j = 0; j < s->ow; j++) {
+            struct window c = window(j, s->ww, s->sw, s->pw, s->width);
+            REAL result;
+            if (mode == DLT_MAX) {
+                /* padding never wins: the maximum over the real inputs only (NaN if any is) */
+                result = image[r.first * s->width + c.first];
+                for (int64_t y = r.first; y < r.last; y++)
+                    for (int64_t xx = c.first; xx < c.last; xx++)
+                        result = MAX_NAN(result, image[y * s->width + xx]);
+            } else {
+                REAL total = 0;
+                for (int64_t y = r.first; y < r.last; y++)
+                    for (int64_t xx = c.first; xx < c.last; xx++)
+                        total += image[y * s->width + xx];
+                if (mode == DLT_AVERAGE_INC_PAD)
+                    total /= (REAL)((r.end - r.start) * (c.end - c.start));
+                else if (mode == DLT_AVERAGE_EXC_PAD)
+                    total /= (REAL)((r.last - r.first) * (c.last - c.first));
+                result = total;
+            }
+            out[(b * s->oh + i) * s->ow + j] = result;
+        }
+    }
+}
+
 /* Max pooling when every window lies inside the image (no padding, border
  * ignored): the maximum over a window's rows first, a whole image row at a
- * time (which vectorises), then over its columns. */
+ * time (which vectorises), then over its columns.  The plain maximum there
+ * does not propagate NaN, so the rows read are checked for NaN on the way
+ * (vectorised too) and an image that has one is pooled again by pool_image. */
 static int NAME(max_pool_full_windows)(const REAL *x, const struct pool_shape *s, int threads, REAL *out)
 {
     int status = DLT_OK;
@@ -304,13 +354,19 @@ static int NAME(max_pool_full_windows)(const REAL *x, const struct pool_shape *s
             if (!row_max)
                 continue;
             const REAL *image = x + b * s->height * s->width;
+            int nan = 0;
             for (int64_t i = 0; i < s->oh; i++) {
                 const REAL *top = image + i * s->sh * s->width;
-                for (int64_t xx = 0; xx < s->width; xx++)
+                for (int64_t xx = 0; xx < s->width; xx++) {
                     row_max[xx] = top[xx];
+                    nan |= top[xx] != top[xx];
+                }
                 for (int64_t u = 1; u < s->wh; u++)
-                    for (int64_t xx = 0; xx < s->width; xx++)
-                        row_max[xx] = MAX(row_max[xx], top[u * s->width + xx]);
+                    for (int64_t xx = 0; xx < s->width; xx++) {
+                        REAL value = top[u * s->width + xx];
+                        row_max[xx] = MAX(row_max[xx], value);
+                        nan |= value != value;
+                    }
                 for (int64_t j = 0; j < s->ow; j++) {
                     REAL best = row_max[j * s->sw];
                     for (int64_t v = 1; v < s->ww; v++)
@@ -318,6 +374,8 @@ static int NAME(max_pool_full_windows)(const REAL *x, const struct pool_shape *s
                     out[(b * s->oh + i) * s->ow + j] = best;
                 }
             }
+            if (nan)
+                NAME(pool_image)(x, s, DLT_MAX, b, out);
         }
         if (!row_max) {
             #pragma omp atomic write
@@ -333,34 +391,8 @@ static int NAME(pool)(const REAL *x, const struct pool_shape *s, int mode, int t
     if (mode == DLT_MAX && s->ignore_border && s->ph == 0 && s->pw == 0)
         return NAME(max_pool_full_windows)(x, s, threads, out);
     #pragma omp parallel for num_threads(threads) if (threads > 1 && s->batch > 1) schedule(static)
-    for (int64_t b = 0; b < s->batch; b++) {
-        const REAL *image = x + b * s->height * s->width;
-        for (int64_t i = 0; i < s->oh; i++) {
-            struct window r = window(i, s->wh, s->sh, s->ph, s->height);
-            for (int64_t j = 0; j < s->ow; j++) {
-                struct window c = window(j, s->ww, s->sw, s->pw, s->width);
-                REAL result;
-                if (mode == DLT_MAX) {
-                    /* padding never wins: the maximum over the real inputs only */
-                    result = image[r.first * s->width + c.first];
-                    for (int64_t y = r.first; y < r.last; y++)
-                        for (int64_t xx = c.first; xx < c.last; xx++)
-                            result = MAX(result, image[y * s->width + xx]);
-                } else {
-                    REAL total = 0;
-                    for (int64_t y = r.first; y < r.last; y++)
-                        for (int64_t xx = c.first; xx < c.last; xx++)
-                            total += image[y * s->width + xx];
-                    if (mode == DLT_AVERAGE_INC_PAD)
-                        total /= (REAL)((r.end - r.start) * (c.end - c.start));
-                    else if (mode == DLT_AVERAGE_EXC_PAD)
-                        total /= (REAL)((r.last - r.first) * (c.last - c.first));
-                    result = total;
-                }
-                out[(b * s->oh + i) * s->ow + j] = result;
-            }
-        }
-    }
+    for (int64_t b = 0; b < s->batch; b++)
+        NAME(pool_image)(x, s, mode, b, out);
     return DLT_OK;
 }
 
@@ -450,6 +482,32 @@ static int NAME(average_pool_grad)(const REAL *gz, const struct pool_shape *s, i
                 for (int64_t y = r.first; y < r.last; y++)
                     for (int64_t xx = c.first; xx < c.last; xx++)
                         dimage[y * s->width + xx] += g;
+            }
+        }
+    }
+    return DLT_OK;
+}
+
+/* The gradient of max_pool_grad with respect to its output gradient (Theano's
+ * DownsampleFactorMaxGradGrad): ggz (b, oh, ow) gathers, for each window, ggx at
+ * every input equal to the window's maximum, the adjoint of max_pool_grad's scatter. */
+static int NAME(max_pool_grad_grad)(const REAL *x, const REAL *maxout, const REAL *ggx,
+                                    const struct pool_shape *s, int threads, REAL *ggz)
+{
+    #pragma omp parallel for num_threads(threads) if (threads > 1 && s->batch > 1) schedule(static)
+    for (int64_t b = 0; b < s->batch; b++) {
+        const REAL *image = x + b * s->height * s->width, *dimage = ggx + b * s->height * s->width;
+        const REAL *best = maxout + b * s->oh * s->ow;
+        for (int64_t i = 0; i < s->oh; i++) {
+            struct window r = window(i, s->wh, s->sh, s->ph, s->height);
+            for (int64_t j = 0; j < s->ow; j++) {
+                struct window c = window(j, s->ww, s->sw, s->pw, s->width);
+                REAL m = best[i * s->ow + j], total = 0;
+                for (int64_t y = r.first; y < r.last; y++)
+                    for (int64_t xx = c.first; xx < c.last; xx++)
+                        if (image[y * s->width + xx] == m)
+                            total += dimage[y * s->width + xx];
+                ggz[(b * s->oh + i) * s->ow + j] = total;
             }
         }
     }
