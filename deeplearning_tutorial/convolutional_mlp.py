@@ -261,7 +261,7 @@ def rebuild_classifier(x, config):
     return [layer0, layer1, layer2, layer3], layer3.y_pred, params, batch_size
 
 
-def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nkerns=[20, 50],
+def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nkerns=[20, 50],  # noqa: B006 (the original's signature)
                     batch_size=500, *, filter_sizes=(5, 5), poolsizes=((2, 2), (2, 2)),
                     pool_strides: tuple | None = None, pool_mode="max", n_hidden=500, seed=23455,
                     resume=False, discard_checkpoint=False,

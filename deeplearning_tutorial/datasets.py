@@ -373,7 +373,7 @@ def build_from_idx(idx_dir: Path | str, official: bool = True) -> Dataset:
 # --------------------------------------------------------------------------
 
 
-class _LegacyNumpyPickler(pickle._Pickler):  # type: ignore[misc,name-defined]
+class _LegacyNumpyPickler(pickle._Pickler):
     """A protocol-2 pickler whose arrays reduce through ``numpy.core.multiarray``.
 
     NumPy 2 names its module ``numpy._core``, which NumPy 1.x (and so the

@@ -184,8 +184,8 @@ class ConvolutionLayer:
         if len(self.in_maps) == n_out * n_in_maps:  # every map sees every input map, in order
             self.filters = self.W.reshape(self.filter_shape)
         else:
-            self.filters = pt.set_subtensor(pt.zeros(self.filter_shape, dtype=self.W.dtype)[self.out_maps, self.in_maps],
-                                            self.W)
+            bank = pt.zeros(self.filter_shape, dtype=self.W.dtype)
+            self.filters = pt.set_subtensor(bank[self.out_maps, self.in_maps], self.W)
         self.squash = squash
         self.output = self(input)
         self.params = [self.W, self.b]

@@ -40,6 +40,7 @@ INTERRUPTED_LINE = ("Optimization interrupted after %i iterations, with best val
                     "with test performance %f %%")
 
 
+# start-snippet-1
 class LogisticRegression(logistic_sgd.LogisticRegression):
     """Multi-class logistic regression whose parameters are one flat vector ``theta``.
 
@@ -70,6 +71,7 @@ class LogisticRegression(logistic_sgd.LogisticRegression):
         self.y_pred = pt.argmax(self.p_y_given_x, axis=1)
         self.params = [self.theta]
         self.input = input
+# end-snippet-1
 
 
 @dataclass
@@ -126,6 +128,7 @@ class CGModel:
                     grad = chunk_grad
                 else:
                     grad += chunk_grad
+            assert grad is not None  # a split has at least one chunk (checked when the model is built)
             self._last_point = (theta_value.copy(), float(np.mean(train_losses)), grad / self.n_train_batches)
         _, cost, grad = self._last_point
         return cost, grad.astype(np.float64)  # a copy, in the dtype SciPy's line search works in

@@ -152,7 +152,7 @@ class Study:
     @property
     def searched(self) -> list[str]:
         """The arguments the study varies, in the file's order."""
-        tables = self.grid if self.grid is not None else [self.random]
+        tables = self.grid if self.grid is not None else [self.random or {}]
         return list(dict.fromkeys(argument for table in tables for argument in table))
 
 
@@ -249,8 +249,8 @@ def parse_study(document: dict, source: str = "study", base_dir: Path | str | No
     if "grid" in document:
         study.grid = [_checked_grid(grid, defaults, fail) for grid in grids or [{}]]
     else:
-        study.n_trials = random_options.get("n_trials")
-        study.seed = random_options.get("seed", 0)
+        study.n_trials = random_options.get("n_trials")  # type: ignore[assignment]  # checked just below
+        study.seed = random_options.get("seed", 0)  # type: ignore[assignment]
         for option, value in (("n_trials", study.n_trials), ("seed", study.seed)):
             if isinstance(value, bool) or not isinstance(value, int) or value < (option == "n_trials"):
                 raise fail(f"random.{option} must be an integer >= {int(option == 'n_trials')}, "
@@ -391,6 +391,7 @@ def expand_trials(study: Study) -> list[Trial]:
         combinations = [{**default, **dict(zip(grid, values))}
                         for grid in study.grid for values in itertools.product(*grid.values())]
     else:
+        assert study.random is not None
         combinations = _random_sample(study.random, study.n_trials, study.seed)
     if study.include_default:
         combinations.insert(0, default_point(study))
@@ -563,7 +564,7 @@ def _use_threads(threads: int) -> int:
     """
     import numba
 
-    available = numba.config.NUMBA_NUM_THREADS
+    available = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set at import by numba
     if threads > available:
         raise ValueError(f"--threads-per-trial {threads} is more than this worker's NUMBA_NUM_THREADS "
                          f"({available}); start its workers with NUMBA_NUM_THREADS={threads}")
@@ -594,7 +595,7 @@ def import_program(name: str) -> int:
     PROGRAMS[name].load()
     import numba
 
-    return numba.config.NUMBA_NUM_THREADS
+    return numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set at import by numba
 
 
 # --------------------------------------------------------------------------
@@ -736,7 +737,8 @@ def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: i
                        sys.stderr.isatty() if progress is None else progress)
     # Trials are submitted only as worker threads free up: Dask would otherwise place
     # several on one worker at once, and that worker's death would count against all of them.
-    waiting, futures, pending, interrupted = list(todo), {}, set(), False
+    waiting, futures, interrupted = list(todo), {}, False
+    pending: set[Any] = set()
     try:
         while waiting or pending:
             slots = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
@@ -945,7 +947,9 @@ def _over_seeds(ranked: list[dict], searched: list[str], default: dict) -> list[
              "| " + " | ".join([*others, "seeds", "validation %", "test %", ""]) + " |",
              "|" + "---|" * (len(others) + 4)]
     for _, values, valid, test in rows:
-        spread = (lambda a: f"{a.mean():.4f} ± {a.std(ddof=1):.4f}" if len(a) > 1 else f"{a.mean():.4f}")
+        def spread(a):
+            return f"{a.mean():.4f} ± {a.std(ddof=1):.4f}" if len(a) > 1 else f"{a.mean():.4f}"
+
         lines.append("| " + " | ".join([*(_toml(v) for v in values), str(len(valid)), spread(valid), spread(test),
                                         "**default**" if values == default_key else ""]) + " |")
     return lines

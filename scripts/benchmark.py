@@ -111,7 +111,7 @@ def measure_cg(repeats: int) -> dict:
     model.validation_error()
 
     objective_s, valid_s = [], []
-    for repeat in range(repeats):
+    for _ in range(repeats):
         theta = theta * 0.999  # a new point: the objective's pass is not remembered from the last one
         t0 = time.perf_counter()
         model.train_fn(theta)

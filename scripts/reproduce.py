@@ -52,7 +52,8 @@ PUBLISHED = {
     "convolutional_mlp": dict(validation=0.91, test=0.92, when="iteration 17800",
                               minutes=380.28, hardware="Core i7-2600K 3.4 GHz, float32"),
     # nothing published: the original code's run on Theano 1.0.5, float64, on this machine
-    "logistic_cg": dict(validation=7.3125, test=7.416667, when="50 iterations, unpublished: the original on Theano 1.0.5",
+    "logistic_cg": dict(validation=7.3125, test=7.416667,
+                        when="50 iterations, unpublished: the original on Theano 1.0.5",
                         minutes=22.0 / 60, hardware="this machine, Theano 1.0.5, float64, optimisation only"),
     # LeCun et al. (1998), LeNet-5 without distortions: a test error only (no validation split, no time)
     "lenet5": dict(validation=None, test=0.95, when="LeCun et al. 1998, no distortions", minutes=None,
@@ -282,7 +283,8 @@ def results_table(results: dict[str, dict]) -> str:
             f"| {program} | {published(p['validation'], '.6f', ' %')} / {p['test']:.6f} % ({p['when']}) "
             f"| {r['validation']:.6f} % / {r['test']:.6f} % (iteration {r['best_iteration']}, {r['epochs']} epochs) "
             f"| {published(valid_difference, '+.6f')} / {r['test'] - p['test']:+.6f} "
-            f"| {published(p['minutes'], '.2f', ' min')}, {p['hardware']} | {minutes:.2f} min ({r['floatX']}, {r['mode']}) "
+            f"| {published(p['minutes'], '.2f', ' min')}, {p['hardware']} "
+            f"| {minutes:.2f} min ({r['floatX']}, {r['mode']}) "
             f"| {published(ratio, '.1f', 'x faster')} |"
         )
     with_seeds = {program: r["seed_summary"] for program, r in results.items() if r.get("seed_summary")}

@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from deeplearning_tutorial.training import CompiledModel
 
 sys.path.insert(0, str(REPO / "scripts"))

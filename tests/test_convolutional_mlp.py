@@ -11,9 +11,9 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from conftest import REPO, run_python
 from scipy import signal as scipy_signal
 
-from conftest import REPO, run_python
 from deeplearning_tutorial import convolutional_mlp
 from deeplearning_tutorial.checkpoints import load_best_model
 from deeplearning_tutorial.convolutional_mlp import LeNetConvPoolLayer

@@ -7,7 +7,6 @@ thread, and they refuse what they cannot compute."""
 from __future__ import annotations
 
 import ctypes
-import os
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ import threadpoolctl
 from numpy.lib.stride_tricks import sliding_window_view
 
 from deeplearning_tutorial.ops import blas_threads, kernels
-
 
 UNPADDED = dict(ph=0, pw=0, sh=1, sw=1, dh=1, dw=1, groups=1)  # the kernels' geometry arguments
 WINDOWS_2X2 = dict(wh=2, ww=2, sh=2, sw=2, ph=0, pw=0)

@@ -12,13 +12,13 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from conftest import REPO, run_python
 from scipy import signal as scipy_signal
 
-from conftest import REPO, run_python
 from deeplearning_tutorial import lenet5
+from deeplearning_tutorial.checkpoints import load_best_model
 from deeplearning_tutorial.datasets import read_dataset
 from deeplearning_tutorial.lenet5 import C3_TABLES, LeNet5, train_lenet5
-from deeplearning_tutorial.checkpoints import load_best_model
 
 floatX = pytensor.config.floatX
 SCRIPT = str(REPO / "scripts" / "lenet5.py")

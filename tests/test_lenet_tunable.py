@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import REPO, run_python
+
 from deeplearning_tutorial.convolutional_mlp import evaluate_lenet5, feature_map_sizes
 
 SCRIPT = str(REPO / "scripts" / "convolutional_mlp.py")

@@ -24,8 +24,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-
 from conftest import REPO, run_python
+
 from deeplearning_tutorial.logistic_cg import FINAL_LINE, LogisticRegression, build_cg_model
 
 FLOATX = pytensor.config.floatX

@@ -9,8 +9,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-
 from conftest import REPO, run_python
+
 from deeplearning_tutorial.logistic_sgd import LogisticRegression
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-
 from conftest import REPO, run_python
+
 from deeplearning_tutorial import mlp
 from deeplearning_tutorial.training import DivergenceError
 

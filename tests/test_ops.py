@@ -10,8 +10,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from pytensor.gradient import verify_grad
 from conftest import run_python
+from pytensor.gradient import verify_grad
 from scipy import signal
 
 from deeplearning_tutorial.ops import conv2d, pool_2d

@@ -215,7 +215,8 @@ def test_deterministic_stochastic_pool_gradients(case, mode):
                 [xv], rng=np.random.default_rng(14), mode=mode)
 
 
-@pytest.mark.parametrize("deterministic, mode", [(d, m) for d in (False, True) for m in ("NUMBA", "CVM", "FAST_COMPILE")])
+@pytest.mark.parametrize("deterministic, mode",
+                         [(d, m) for d in (False, True) for m in ("NUMBA", "CVM", "FAST_COMPILE")])
 def test_stochastic_pool_refuses_negative_activations_when_it_runs(deterministic, mode):
     xv = np.ones((1, 2, 4, 4))
     xv[0, 1, 3, 2] = -0.5

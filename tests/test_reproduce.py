@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from deeplearning_tutorial.utils import tile_raster_images
 
 sys.path.insert(0, str(REPO / "scripts"))

@@ -4,12 +4,12 @@ the same results as NumPy for every layout and split, and the BLAS's threads giv
 from __future__ import annotations
 
 import functools
+
 import numba
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-
 import threadpoolctl
 from pytensor.tensor.math import Dot
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
-
 from pytensor.tensor.elemwise import Elemwise
 
 from deeplearning_tutorial import speedups

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_python
+
 from deeplearning_tutorial import datasets, tune
 
 STUDY = """
@@ -77,8 +77,8 @@ def test_trials_equal_the_standalone_programs(finished_study, tiny_mnist, tmp_pa
     assert len({records[0.13]["pid"], records[0.05]["pid"]}) == 2  # one trial in each worker process
     for rate in (0.13, 0.05):
         record = records[rate]
-        standalone = run_python(str(REPO / "scripts" / "logistic_sgd.py"), "--dataset", str(tiny_mnist), "--n-epochs", "2",
-                                "--batch-size", "100", "--learning-rate", str(rate), cwd=tmp_path,
+        standalone = run_python(str(REPO / "scripts" / "logistic_sgd.py"), "--dataset", str(tiny_mnist),
+                                "--n-epochs", "2", "--batch-size", "100", "--learning-rate", str(rate), cwd=tmp_path,
                                 env=tune.worker_environment(1))
         assert standalone.returncode == 0, standalone.stderr
         log = (folder / record["log"]).read_text()
@@ -152,7 +152,8 @@ def test_a_killed_worker_costs_only_its_trial(client, tiny_mnist, tmp_path):
     assert resumed.records[bystander.id] == records[bystander.id]
     lines = [json.loads(line) for line in (out / "kill" / "trials.jsonl").read_text().splitlines()]
     assert [(r["id"], r["status"]) for r in lines][-1] == (victim.id, "done") and len(lines) == 3
-    assert sorted(p.name for p in (out / "kill" / "logs").iterdir()) == sorted(f"{t.id}.log" for t in (victim, bystander))
+    logs = sorted(p.name for p in (out / "kill" / "logs").iterdir())
+    assert logs == sorted(f"{t.id}.log" for t in (victim, bystander))
 
 
 def study_error(tmp_path: Path, text: str) -> str:

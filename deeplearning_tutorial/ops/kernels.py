@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+from typing import Any
 
 import llvmlite.binding
 import numba
@@ -44,7 +45,7 @@ MAX, SUM, AVERAGE_INC_PAD, AVERAGE_EXC_PAD = 0, 1, 2, 3
 POOL_MODES = {"max": MAX, "sum": SUM, "average_inc_pad": AVERAGE_INC_PAD,
               "average_exc_pad": AVERAGE_EXC_PAD}
 
-jit = numba.njit(cache=True, nogil=True)
+jit: Any = numba.njit(cache=True, nogil=True)  # numba's decorator, typed loosely for mypy
 # inlined into their callers at Numba's IR level: no separately compiled function
 # (each costs compile time; these two are called from every kernel)
 inline = numba.njit(cache=True, nogil=True, inline="always")

@@ -42,8 +42,8 @@ from pytensor.raise_op import CheckAndRaise
 from pytensor.tensor.random.variable import RandomGeneratorSharedVariable
 from pytensor.tensor.type import TensorType
 
-from deeplearning_tutorial.ops.conv import _pair
 from deeplearning_tutorial.ops import kernels
+from deeplearning_tutorial.ops.conv import _pair
 from deeplearning_tutorial.ops.numba_dispatch import as_3d as numba_as_3d
 from deeplearning_tutorial.ops.numba_dispatch import source_hash
 from deeplearning_tutorial.ops.pool import _PoolBase, as_3d, pool_2d

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pytensor.compile import optdb
 from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
+from pytensor.scalar.basic import Tanh
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.math import Dot
-from pytensor.scalar.basic import Tanh
 
 from deeplearning_tutorial.speedups.dot import SplitDot
 from deeplearning_tutorial.speedups.tanh import Float32Tanh, float32_tanh
