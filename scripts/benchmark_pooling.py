@@ -26,9 +26,9 @@ def kinds():
     from deeplearning_tutorial.ops import pool_2d, stochastic_pool_2d
 
     return {
-        "max": lambda x: pool_2d(x, (2, 2), mode="max"),
-        "average_exc_pad": lambda x: pool_2d(x, (2, 2), mode="average_exc_pad"),
-        "l2": lambda x: pool_2d(x, (2, 2), mode="l2"),
+        "max": lambda x: pool_2d(x, (2, 2), ignore_border=True, mode="max"),
+        "average_exc_pad": lambda x: pool_2d(x, (2, 2), ignore_border=True, mode="average_exc_pad"),
+        "l2": lambda x: pool_2d(x, (2, 2), ignore_border=True, mode="l2"),
         "stochastic (training)": lambda x: stochastic_pool_2d(x, (2, 2), rng=pt.random.shared_rng(seed=0)),
         "stochastic (deterministic)": lambda x: stochastic_pool_2d(x, (2, 2), deterministic=True),
     }

@@ -81,7 +81,7 @@ def test_l2_pool_is_the_root_of_the_sum_of_squares(case, mode):
 def test_l2_pool_with_padding_counts_the_padding_as_zeros():
     xv = np.random.default_rng(2).normal(size=(1, 1, 5, 5))
     x = symbolic(xv)
-    result = function([x], pool_2d(x, (3, 3), stride=(2, 2), pad=(1, 1), mode="l2"), "CVM")(xv)
+    result = function([x], pool_2d(x, (3, 3), ignore_border=True, stride=(2, 2), pad=(1, 1), mode="l2"), "CVM")(xv)
     np.testing.assert_allclose(result, np.sqrt(reference_pool(xv**2, (3, 3), True, (2, 2), (1, 1), "sum")))
 
 
@@ -98,7 +98,7 @@ def test_l2_pool_gradient_is_zero_at_an_all_zero_window(mode):
     # window 1 is all zeros; window 2 has the norm 5
     xv = np.array([[0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, -4.0]])
     x = symbolic(xv)
-    out = pool_2d(x, (2, 2), mode="l2")
+    out = pool_2d(x, (2, 2), ignore_border=True, mode="l2")
     values, grad = function([x], [out, pt.grad(out.sum(), x)], mode)(xv)
     np.testing.assert_allclose(values, [[0.0, 5.0]])
     np.testing.assert_allclose(grad, [[0, 0, 0.6, 0], [0, 0, 0, -0.8]])
@@ -106,7 +106,7 @@ def test_l2_pool_gradient_is_zero_at_an_all_zero_window(mode):
 
 def test_pool_2d_lists_l2_among_its_modes():
     with pytest.raises(ValueError, match="'l2'"):
-        pool_2d(pt.matrix(), (2, 2), mode="l3")
+        pool_2d(pt.matrix(), (2, 2), ignore_border=True, mode="l3")
 
 
 # ----------------------------------------------------------------------------

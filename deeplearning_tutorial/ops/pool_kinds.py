@@ -1,7 +1,7 @@
 """Pooling kinds beyond max and average: L2 pooling and stochastic pooling.
 
     from deeplearning_tutorial.ops import pool_2d, stochastic_pool_2d
-    l2 = pool_2d(x, (2, 2), mode="l2")
+    l2 = pool_2d(x, (2, 2), ignore_border=True, mode="l2")
     train = stochastic_pool_2d(x, (2, 2), rng=pt.random.shared_rng(seed=1))
     test = stochastic_pool_2d(x, (2, 2), deterministic=True)
 
@@ -118,14 +118,18 @@ def _pick(x, u, wh, ww, sh, sw):
     return out, picked, negative
 
 
+# the pooled length, the kernels' one formula, compiled for the Numba functions below
+_pool_output_size = kernels.jit(kernels.pool_output_size)
+
+
 @kernels.jit
 def stochastic_pool(x, u, wh, ww, sh, sw, ignore_border):
     """Stochastic pooling of ``x`` (n, rows, cols) given the draws ``u`` (n, pooled rows, pooled cols):
     the picked values and their flat indices in the image (-1 for a window of zeros, which outputs 0)."""
     x, u = np.ascontiguousarray(x), np.ascontiguousarray(u)
     n, rows, cols = x.shape
-    if u.shape != (n, kernels.pool_output_size(rows, wh, sh, 0, ignore_border),
-                   kernels.pool_output_size(cols, ww, sw, 0, ignore_border)):
+    if u.shape != (n, _pool_output_size(rows, wh, sh, 0, ignore_border),
+                   _pool_output_size(cols, ww, sw, 0, ignore_border)):
         raise ValueError("stochastic pooling: u needs one draw per window of the input")
     out, picked, negative = _pick(x, u, wh, ww, sh, sw)
     if negative.any():
