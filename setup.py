@@ -24,9 +24,9 @@ class BuildWithOpenMP(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "deeplearning_tutorial.ops._kernels",
-            sources=["deeplearning_tutorial/ops/csrc/kernels.c"],
-            depends=["deeplearning_tutorial/ops/csrc/kernels_impl.h"],
+            "deeplearning_tutorial.ops.kernels._kernels",
+            sources=["deeplearning_tutorial/ops/kernels/csrc/kernels.c"],
+            depends=["deeplearning_tutorial/ops/kernels/csrc/kernels_impl.h"],
             extra_compile_args=["-O3", "-fvisibility=hidden", *OPENMP],
             extra_link_args=OPENMP,
         )

@@ -31,8 +31,8 @@ if [ ! -x .venv/bin/python ] || ! is_suitable .venv/bin/python; then
 fi
 # what the installation depends on: the package metadata and the C kernels it compiles
 stamp=.venv/.installed
-inputs=$(cat pyproject.toml setup.cfg setup.py deeplearning_tutorial/ops/csrc/* | sha256sum)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ] || ! ls deeplearning_tutorial/ops/_kernels.*.so >/dev/null 2>&1; then
+inputs=$(cat pyproject.toml setup.cfg setup.py deeplearning_tutorial/ops/kernels/csrc/* | sha256sum)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ] || ! ls deeplearning_tutorial/ops/kernels/_kernels.*.so >/dev/null 2>&1; then
     .venv/bin/python -m pip install --quiet --upgrade pip >&2
     .venv/bin/python -m pip install --quiet -e '.[test,lint,docs]' >&2
     echo "$inputs" > "$stamp"

@@ -13,7 +13,8 @@ import pytest
 import threadpoolctl
 from numpy.lib.stride_tricks import sliding_window_view
 
-from deeplearning_tutorial.ops import blas_threads, kernels
+from deeplearning_tutorial.ops import kernels
+from deeplearning_tutorial.ops.kernels import blas_threads
 
 UNPADDED = dict(ph=0, pw=0, sh=1, sw=1, dh=1, dw=1, groups=1)  # the kernels' geometry arguments
 WINDOWS_2X2 = dict(wh=2, ww=2, sh=2, sw=2, ph=0, pw=0)

@@ -14,7 +14,7 @@ import threadpoolctl
 from pytensor.tensor.math import Dot
 
 from deeplearning_tutorial import speedups
-from deeplearning_tutorial.ops import blas_threads
+from deeplearning_tutorial.ops.kernels import blas_threads
 from deeplearning_tutorial.speedups import dot
 
 # (m, k, n): split by rows (m >= n), by columns, fewer rows than threads, one

@@ -2,25 +2,33 @@
 
     from deeplearning_tutorial.ops import conv2d, pool_2d
 
-They run in every PyTensor mode: the default NUMBA mode (which calls the
-kernels from the graph's compiled function), the C VM mode "CVM" and the
-Python mode (which call them from the Ops' ``perform``). The kernels are C,
-compiled when the package is installed
-(:mod:`deeplearning_tutorial.ops.kernels`); while one runs, the BLAS it calls
-is single-threaded (:mod:`deeplearning_tutorial.ops.blas_threads`). Where JAX
-is installed, the JAX mode runs them as XLA operations
-(:mod:`deeplearning_tutorial.ops.jax_dispatch`). Importing this package
-changes nothing outside the graphs that use these Ops; the opt-in speed-ups
-for the rest of such graphs are in :mod:`deeplearning_tutorial.speedups`.
+The package has one place per job:
+
+- the Ops and the functions that build them, Theano's modules by name:
+  ``conv`` (``conv2d``), ``pool`` (``pool_2d``), ``downsample`` (Theano
+  0.7's ``max_pool_2d``), ``pool_kinds`` (L2 and stochastic pooling) and
+  ``normalization`` (local contrast normalization);
+- ``kernels``: the arithmetic, as functions of NumPy arrays (C in
+  ``kernels/csrc``, compiled when the package is installed; while a kernel
+  runs, the BLAS it calls is single-threaded, ``kernels.blas_threads``);
+- ``link.<backend>.dispatch``: the Ops' implementations for PyTensor's
+  backends, as in PyTensor's own ``pytensor.link``.  The default NUMBA mode
+  calls the kernels from the graph's compiled function; the C VM mode "CVM"
+  and the Python mode call them from the Ops' ``perform``; where JAX is
+  installed, the JAX mode runs them as XLA operations.
+
+Importing this package changes nothing outside the graphs that use these
+Ops; the opt-in speed-ups for the rest of such graphs are in
+:mod:`deeplearning_tutorial.speedups`.
 """
 
 import importlib.abc
 import importlib.util
 import sys
 
-from deeplearning_tutorial.ops import numba_dispatch  # noqa: F401  (registers the Numba backend)
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights, conv2d
 from deeplearning_tutorial.ops.downsample import max_pool_2d
+from deeplearning_tutorial.ops.link.numba import dispatch as _numba_dispatch  # noqa: F401  (registers the NUMBA backend)
 from deeplearning_tutorial.ops.normalization import local_contrast_normalization
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool, pool_2d
 from deeplearning_tutorial.ops.pool_kinds import StochasticPool, StochasticPoolGrad, stochastic_pool_2d
@@ -29,7 +37,7 @@ _PYTENSOR_JAX_DISPATCH = "pytensor.link.jax.dispatch"
 
 
 class _RegisterJaxBackendOnImport(importlib.abc.MetaPathFinder):
-    """Registers the JAX implementations (``jax_dispatch.py``) right after PyTensor's
+    """Registers the JAX implementations (``link/jax/dispatch.py``) right after PyTensor's
     JAX backend is imported, so that programs which never use JAX do not import it
     (0.4 s and 150 MB here)."""
 
@@ -42,14 +50,14 @@ class _RegisterJaxBackendOnImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             execute(module)
-            importlib.import_module("deeplearning_tutorial.ops.jax_dispatch")
+            importlib.import_module("deeplearning_tutorial.ops.link.jax.dispatch")
 
         spec.loader.exec_module = exec_module  # this module's own loader instance
         return spec
 
 
 if _PYTENSOR_JAX_DISPATCH in sys.modules:
-    importlib.import_module("deeplearning_tutorial.ops.jax_dispatch")
+    importlib.import_module("deeplearning_tutorial.ops.link.jax.dispatch")
 elif importlib.util.find_spec("jax") is not None:
     sys.meta_path.insert(0, _RegisterJaxBackendOnImport())
 

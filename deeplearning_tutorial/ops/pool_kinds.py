@@ -32,24 +32,17 @@ from __future__ import annotations
 
 import warnings
 
-import numba
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType, grad_not_implemented
 from pytensor.graph.basic import Apply
-from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
 from pytensor.raise_op import CheckAndRaise
 from pytensor.tensor.random.variable import RandomGeneratorSharedVariable
 from pytensor.tensor.type import TensorType
 
-from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops.conv import _pair
-from deeplearning_tutorial.ops.numba_dispatch import as_3d as numba_as_3d
-from deeplearning_tutorial.ops.numba_dispatch import source_hash
+from deeplearning_tutorial.ops.kernels.stochastic import NEGATIVE_ACTIVATION, stochastic_pool, stochastic_pool_grad
 from deeplearning_tutorial.ops.pool import _PoolBase, as_3d, pool_2d
-
-NEGATIVE_ACTIVATION = ("stochastic_pool_2d needs non-negative activations (its probabilities are "
-                       "a / sum(a)); pool the output of a rectifier such as pt.maximum(a, 0)")
 
 
 def _sqrt_with_zero_gradient_at_zero(s):
@@ -70,86 +63,6 @@ def l2_pool(input, ws, ignore_border, stride, pad):
     sums_of_squares = pool_2d(pt.sqr(input), ws, ignore_border=ignore_border, stride=stride, pad=pad,
                               mode="sum")
     return _sqrt_with_zero_gradient_at_zero(sums_of_squares)
-
-
-# ----------------------------------------------------------------------------
-# Stochastic pooling: the kernels (Numba, on (batch, rows, cols) arrays)
-# ----------------------------------------------------------------------------
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _pick(x, u, wh, ww, sh, sw):
-    """Per window the value picked and its flat index ``row * cols + col`` (-1 for a
-    window of zeros, which outputs 0); per image whether it had a negative value."""
-    n, rows, cols = x.shape
-    _, oh, ow = u.shape
-    out = np.zeros(u.shape, x.dtype)
-    picked = np.full(u.shape, -1, np.int64)
-    negative = np.zeros(n, np.bool_)
-    for b in numba.prange(n):
-        for i in range(oh):
-            r0, r1 = i * sh, min(i * sh + wh, rows)
-            for j in range(ow):
-                c0, c1 = j * sw, min(j * sw + ww, cols)
-                total = x.dtype.type(0)
-                last_positive = -1
-                for r in range(r0, r1):
-                    for c in range(c0, c1):
-                        value = x[b, r, c]
-                        if value < 0:
-                            negative[b] = True
-                        elif value > 0:
-                            last_positive = r * cols + c
-                        total += value
-                if last_positive < 0:
-                    continue
-                # the first value whose cumulative sum exceeds u * total; the last
-                # positive one if rounding leaves none (u * total == total)
-                target = u[b, i, j] * total
-                cumulative = x.dtype.type(0)
-                choice, found = last_positive, False
-                for r in range(r0, r1):
-                    for c in range(c0, c1):
-                        cumulative += x[b, r, c]
-                        if not found and cumulative > target:
-                            choice, found = r * cols + c, True
-                picked[b, i, j] = choice
-                out[b, i, j] = x[b, choice // cols, choice % cols]
-    return out, picked, negative
-
-
-# the pooled length, the kernels' one formula, compiled for the Numba functions below
-_pool_output_size = kernels.jit(kernels.pool_output_size)
-
-
-@kernels.jit
-def stochastic_pool(x, u, wh, ww, sh, sw, ignore_border):
-    """Stochastic pooling of ``x`` (n, rows, cols) given the draws ``u`` (n, pooled rows, pooled cols):
-    the picked values and their flat indices in the image (-1 for a window of zeros, which outputs 0)."""
-    x, u = np.ascontiguousarray(x), np.ascontiguousarray(u)
-    n, rows, cols = x.shape
-    if u.shape != (n, _pool_output_size(rows, wh, sh, 0, ignore_border),
-                   _pool_output_size(cols, ww, sw, 0, ignore_border)):
-        raise ValueError("stochastic pooling: u needs one draw per window of the input")
-    out, picked, negative = _pick(x, u, wh, ww, sh, sw)
-    if negative.any():
-        raise ValueError(NEGATIVE_ACTIVATION)
-    return out, picked
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def stochastic_pool_grad(picked, gz, rows, cols):
-    """Each window's output gradient, added at the position of the value it picked."""
-    picked, gz = np.ascontiguousarray(picked), np.ascontiguousarray(gz)
-    n, oh, ow = gz.shape
-    gx = np.zeros((n, rows * cols), gz.dtype)
-    for b in numba.prange(n):
-        for i in range(oh):
-            for j in range(ow):
-                k = picked[b, i, j]
-                if k >= 0:
-                    gx[b, k] += gz[b, i, j]
-    return gx.reshape((n, rows, cols))
 
 
 # ----------------------------------------------------------------------------
@@ -218,44 +131,6 @@ class StochasticPoolGrad(_PoolBase):
 
     def pullback(self, inputs, outputs, output_grads):
         return [DisconnectedType()(), DisconnectedType()(), grad_not_implemented(self, 2, inputs[2])]
-
-
-# The NUMBA backend calls the same Numba functions from the graph's compiled function.
-_SOURCE_HASH = source_hash(__file__)
-
-
-def _register_numba(op_type):
-    def decorator(funcify):
-        def funcify_and_key(op, node, **kwargs):
-            return funcify(op), f"{op_type.__module__}.{op_type.__qualname__}{op._props()}-{_SOURCE_HASH}"
-
-        register_funcify_and_cache_key(op_type)(funcify_and_key)
-        return funcify
-
-    return decorator
-
-
-@_register_numba(StochasticPool)
-def numba_funcify_StochasticPool(op):
-    wh, ww, sh, sw, _, _ = op.window_params
-    ignore_border = op.ignore_border
-
-    @numba_njit
-    def stochastic_pool_node(x, u):
-        out, picked = stochastic_pool(numba_as_3d(x), numba_as_3d(u), wh, ww, sh, sw, ignore_border)
-        return out.reshape(u.shape), picked.reshape(u.shape)
-
-    return stochastic_pool_node
-
-
-@_register_numba(StochasticPoolGrad)
-def numba_funcify_StochasticPoolGrad(op):
-    @numba_njit
-    def stochastic_pool_grad_node(x, picked, gz):
-        gx = stochastic_pool_grad(numba_as_3d(picked), numba_as_3d(gz), x.shape[-2], x.shape[-1])
-        return gx.reshape(x.shape)
-
-    return stochastic_pool_grad_node
 
 
 # ----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from pytensor.link.numba.dispatch.linalg._LAPACK import val_to_dptr, val_to_int_
 from pytensor.tensor.math import Dot
 
 from deeplearning_tutorial.ops import kernels  # noqa: F401  (loads the library of the BLAS thread functions)
-from deeplearning_tutorial.ops.numba_dispatch import source_hash
+from deeplearning_tutorial.ops.link.numba.dispatch import source_hash
 
 # Below this many multiply-adds a product runs as one call: waking the other
 # threads costs more than it saves.

@@ -25,7 +25,7 @@ from pytensor.link.numba.dispatch.basic import numba_njit
 from pytensor.link.numba.dispatch.scalar import register_scalar_funcify, scalar_op_cache_key
 from pytensor.scalar.basic import Tanh, upgrade_to_float
 
-from deeplearning_tutorial.ops.numba_dispatch import source_hash
+from deeplearning_tutorial.ops.link.numba.dispatch import source_hash
 
 # tanh(x) = x P(x^2) / Q(x^2) on |x| <= CLAMP: a weighted least-squares fit
 # to float64 tanh (relative error below 3e-8).  Beyond CLAMP the exact tanh

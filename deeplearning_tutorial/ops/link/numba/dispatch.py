@@ -1,8 +1,8 @@
-"""Numba-backend implementations of the convolution and pooling Ops.
+"""Numba-backend implementations of the convolution and pooling Ops (the default mode).
 
 PyTensor's default (NUMBA) mode compiles a whole graph into one Numba
-function; registering these lets it call the kernels (``kernels.py``, whose C
-code is compiled ahead of time) directly instead of falling back to Python
+function; registering these lets it call the kernels (:mod:`deeplearning_tutorial.ops.kernels`,
+whose C code is compiled ahead of time) directly instead of falling back to Python
 for each Op.  Each implementation binds the Op's props as constants.
 """
 
@@ -17,8 +17,10 @@ from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_
 from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops import pool as pool_module
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
+from deeplearning_tutorial.ops.kernels import stochastic
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
 from deeplearning_tutorial.ops.pool import as_3d as pool_as_3d
+from deeplearning_tutorial.ops.pool_kinds import StochasticPool, StochasticPoolGrad
 
 
 def source_hash(*sources: str) -> str:
@@ -30,7 +32,7 @@ def source_hash(*sources: str) -> str:
     return hashlib.sha256(b"".join(Path(source).read_bytes() for source in sources)).hexdigest()[:16]
 
 
-_SOURCE_HASH = source_hash(kernels.__file__, pool_module.__file__, __file__)
+_SOURCE_HASH = source_hash(kernels.__file__, stochastic.__file__, pool_module.__file__, __file__)
 
 
 def _register(op_type):
@@ -132,3 +134,26 @@ def numba_funcify_AveragePoolGrad(op, node, threads, **kwargs):
         return gx.reshape(x.shape)
 
     return average_pool_grad
+
+
+@_register(StochasticPool)
+def numba_funcify_StochasticPool(op, node, threads, **kwargs):
+    wh, ww, sh, sw, _, _ = op.window_params
+    ignore_border = op.ignore_border
+
+    @numba_njit
+    def stochastic_pool_node(x, u):
+        out, picked = stochastic.stochastic_pool(as_3d(x), as_3d(u), wh, ww, sh, sw, ignore_border)
+        return out.reshape(u.shape), picked.reshape(u.shape)
+
+    return stochastic_pool_node
+
+
+@_register(StochasticPoolGrad)
+def numba_funcify_StochasticPoolGrad(op, node, threads, **kwargs):
+    @numba_njit
+    def stochastic_pool_grad_node(x, picked, gz):
+        gx = stochastic.stochastic_pool_grad(as_3d(picked), as_3d(gz), x.shape[-2], x.shape[-1])
+        return gx.reshape(x.shape)
+
+    return stochastic_pool_grad_node

@@ -29,13 +29,13 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from pytensor.graph.basic import Variable
 
-from deeplearning_tutorial.ops import blas_threads
+from deeplearning_tutorial.ops.kernels import blas_threads
 
 try:
-    from deeplearning_tutorial.ops import _kernels  # type: ignore[attr-defined]
+    from deeplearning_tutorial.ops.kernels import _kernels  # type: ignore[attr-defined]
 except ImportError as error:  # pragma: no cover - an installation problem
     raise ImportError(
-        "deeplearning_tutorial's compiled kernels (deeplearning_tutorial/ops/_kernels) are missing or "
+        "deeplearning_tutorial's compiled kernels (deeplearning_tutorial/ops/kernels/_kernels) are missing or "
         "broken: install the package, which compiles them (`make setup`, or `pip install -e .` in the "
         f"repository; it needs a C compiler): {error}"
     ) from error

@@ -1,0 +1,1 @@
+"""The NUMBA backend of the Ops: :mod:`.dispatch`."""
