@@ -113,6 +113,7 @@ def read_archive(path: Path | str, kind: str, arrays: bool = True) -> tuple[dict
 
 
 def describe_config(config: dict) -> str:
+    """A run's arguments as ``key=value`` pairs separated by commas, for messages."""
     return ", ".join(f"{key}={value!r}" for key, value in config.items())
 
 
@@ -133,6 +134,17 @@ class RunLock:
         self.held: list[Path] = []
 
     def acquire(self) -> None:
+        """Take every lock, or none: on an error the ones already taken are released.
+
+        The locks are also released when the process exits.
+
+        Raises
+        ------
+        RunFileError
+            When a live process other than this one holds a lock, or a lock
+            file cannot be created (no permission to write in the folder, or
+            another OS error).
+        """
         try:
             for lock in self.locks:
                 self._take(lock)
@@ -169,6 +181,7 @@ class RunLock:
             return
 
     def release(self) -> None:
+        """Remove the lock files this process holds; those another process took over stay."""
         for lock in self.held:
             if _lock_owner(lock) == os.getpid():
                 lock.unlink(missing_ok=True)
@@ -263,12 +276,50 @@ class Checkpoint:
                 f"arguments, or start over with --discard-checkpoint")
 
     def save(self, state: LoopState, params: Sequence, finished: bool = False) -> None:
+        """Write the loop state and the values of ``params`` to the checkpoint, atomically.
+
+        Parameters
+        ----------
+        state
+            The patience loop's variables.
+        params
+            The model's shared variables.
+        finished
+            Whether the run completed (a finished checkpoint may be replaced
+            by a new run; an interrupted one only with ``discard``).
+
+        Raises
+        ------
+        RunFileError
+            When the file cannot be written; the earlier checkpoint is left as it was.
+        """
         write_archive(self.path, {"kind": "checkpoint", "program": self.program, "config": self.config,
                                   "state": dataclasses.asdict(state), "finished": finished},
                       [p.get_value(borrow=True) for p in params])
 
     def load(self, params: Sequence) -> LoopState:
-        """Give ``params`` the saved values and return the saved loop state."""
+        """Give ``params`` the saved values and return the saved loop state.
+
+        Parameters
+        ----------
+        params
+            The model's shared variables, in the order they were saved.
+
+        Returns
+        -------
+        LoopState
+            The saved state, with ``stopped_by`` cleared so that the run continues.
+
+        Raises
+        ------
+        FileNotFoundError
+            When there is no checkpoint file.
+        RunFileError
+            When the file cannot be read, is not a checkpoint of this
+            package, was written by another program or with other arguments,
+            holds parameters of other shapes or dtypes, or has a damaged loop
+            state.
+        """
         description, arrays = read_archive(self.path, "checkpoint")
         self._check_same_run(description)
         _check_arrays(self.path, arrays, [p.get_value(borrow=True) for p in params])
@@ -326,7 +377,24 @@ def _loop_state(path: Path, data: object) -> LoopState:
 
 
 def save_best_model(path: Path | str, program: str, config: dict, params: Sequence) -> None:
-    """Save the parameters of ``program``'s model and the arguments that built it."""
+    """Save the parameters of ``program``'s model and the arguments that built it.
+
+    Parameters
+    ----------
+    path
+        The best-model file, written atomically.
+    program
+        The tutorial's name, one of :data:`PROGRAMS`.
+    config
+        The run's arguments, from which :func:`load_best_model` rebuilds the model.
+    params
+        The model's shared variables.
+
+    Raises
+    ------
+    RunFileError
+        When the file cannot be written; an earlier file is left as it was.
+    """
     write_archive(path, {"kind": "best model", "program": program, "config": config},
                   [p.get_value(borrow=True) for p in params])
 
@@ -399,13 +467,25 @@ def load_best_model(path: Path | str) -> BestModel:
     Returns
     -------
     BestModel
+        The rebuilt model with the saved parameters; its
+        :meth:`~BestModel.predict` classifies images.
 
     Raises
     ------
     FileNotFoundError
         When there is no such file.
     RunFileError
-        When the file is not a best model of this package, or was altered.
+        When the file cannot be read (a folder, no permission), is not a
+        best model of this package (a pickle, another kind of file, a
+        damaged file), names a program it cannot rebuild, or was altered
+        (arguments no model can be built from, parameters of other shapes
+        or dtypes).
+
+    Warns
+    -----
+    UserWarning
+        When the model was trained in another floatX than the current one
+        (its parameters are converted).
     """
     import pytensor
     import pytensor.tensor as pt
@@ -462,8 +542,10 @@ class RunFiles:
     Raises
     ------
     RunFileError
-        When another run is writing these files, the folder is not writable,
-        or the checkpoint forbids this start (see :meth:`Checkpoint.check_start`).
+        When ``resume`` is asked without a ``checkpoint_file`` or together
+        with ``discard_checkpoint``, another run is writing these files, the
+        folder is not writable, or the checkpoint forbids this start (see
+        :meth:`Checkpoint.check_start`).
     """
 
     def __init__(self, program: str, config: dict, checkpoint_file: str | os.PathLike | None = None,
@@ -490,8 +572,10 @@ class RunFiles:
             raise
 
     def save_best_model(self, params: Sequence) -> None:
+        """Save ``params`` to ``best_model_file`` (:func:`save_best_model`); the run must have one."""
         assert self.best_model_file is not None, "this run has no best_model_file"
         save_best_model(self.best_model_file, self.program, self.config, params)
 
     def release(self) -> None:
+        """Release the locks on the run's files."""
         self._lock.release()

@@ -35,15 +35,46 @@ from deeplearning_tutorial.validation import check_hyperparameters, check_positi
 
 # start-snippet-1
 class LeNetConvPoolLayer:
-    """A convolution layer followed by max pooling and a tanh: ``tanh(pool(conv(x, W)) + b)``."""
+    """A convolution layer followed by max pooling and a tanh: ``tanh(pool(conv(x, W)) + b)``.
+
+    The filters are drawn from ``rng`` uniformly in
+    ``+-sqrt(6 / (fan_in + fan_out))``, where ``fan_in`` is input maps x
+    filter height x filter width and ``fan_out`` is filters x filter height x
+    filter width / pooling window size; the biases start at zero.  Pooling
+    uses ``ignore_border=True``.
+
+    Parameters
+    ----------
+    rng : numpy.random.RandomState
+        Draws the initial filters.
+    input : pytensor 4-D tensor
+        Symbolic input of shape ``image_shape``.
+    filter_shape : tuple of 4 ints
+        (number of filters, number of input feature maps, filter height, filter width).
+    image_shape : tuple of 4 ints
+        (batch size, number of input feature maps, image height, image width);
+        its input feature maps must be ``filter_shape[1]`` (asserted).
+    poolsize : (int, int)
+        The pooling window (rows, cols).
+    pool_stride : (int, int) or None
+        Beyond the original: the pooling's strides; None: the window.
+    pool_mode : str
+        Beyond the original: a :func:`~deeplearning_tutorial.ops.pool_2d`
+        mode ('max', the original's, by default).
+
+    Attributes
+    ----------
+    W, b : shared variables
+        The filters (``filter_shape``) and one bias per filter, floatX.
+    output : pytensor 4-D tensor
+        (batch size, filters, pooled rows, pooled cols).
+    params : list
+        ``[W, b]``.
+    input
+        The ``input`` given.
+    """
 
     def __init__(self, rng, input, filter_shape, image_shape, poolsize=(2, 2), *, pool_stride=None, pool_mode="max"):
-        """
-        filter_shape: (number of filters, number of input feature maps, filter height, filter width)
-        image_shape: (batch size, number of input feature maps, image height, image width)
-        poolsize: the max-pooling window (rows, cols)
-        pool_stride, pool_mode: beyond the original, ``pool_2d``'s stride (None: the window) and mode
-        """
         assert image_shape[1] == filter_shape[1]
         self.input = input
 
@@ -278,7 +309,63 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
     pair), ``poolsizes`` and ``pool_strides`` (None: the window; smaller
     strides overlap), ``pool_mode`` (a ``pool_2d`` mode, 'l2' included) and
     ``n_hidden``; combinations that shrink a map below 1x1 are refused
-    before anything is loaded or compiled.
+    before anything is loaded or compiled.  The patience is 10000
+    minibatches, as in the original; a ``training @ iter`` line is printed
+    every 100 iterations.
+
+    Parameters
+    ----------
+    learning_rate : float
+        The SGD step size.
+    n_epochs : int
+        The most epochs (passes over the training set) to train.
+    dataset : str or path-like
+        The dataset, as :func:`~deeplearning_tutorial.logistic_sgd.load_data` takes it.
+    nkerns : list of 2 ints
+        Feature maps of the two convolution layers.
+    batch_size : int
+        Examples per minibatch.
+    filter_sizes, poolsizes, pool_strides, pool_mode, n_hidden
+        The tunable network, as :func:`network_options` takes it.
+    seed : int
+        Seed of the RandomState all weights are drawn from.
+    resume : bool
+        Continue the interrupted run saved in ``checkpoint_file`` (same arguments).
+    discard_checkpoint : bool
+        Start over even if ``checkpoint_file`` holds an interrupted run (it is overwritten).
+    checkpoint_file, best_model_file : str or path-like
+        Where the checkpoint (saved at every validation) and the best model go.
+
+    Returns
+    -------
+    LoopState
+        The final state of the patience loop
+        (:class:`~deeplearning_tutorial.training.LoopState`): the best
+        validation error, its iteration and test error, the history of
+        validations, and ``stopped_by``, the signal that stopped the run
+        early, or None.
+
+    Raises
+    ------
+    ValueError
+        For a network that :func:`network_options` refuses, before the data
+        are loaded, and for hyper-parameters no run can use (a learning rate
+        not > 0, an ``n_epochs`` or ``batch_size`` not a positive integer, a
+        minibatch larger than a split, ``nkerns`` not two positive
+        integers), before anything is compiled.
+    DatasetError
+        When the dataset cannot be loaded (see
+        :func:`~deeplearning_tutorial.logistic_sgd.load_data`).
+    RunFileError
+        When another run is writing the checkpoint or best-model file, the
+        folder is not writable, the checkpoint forbids this start (``resume``
+        without a checkpoint of the same arguments, a new run over an
+        interrupted one without ``discard_checkpoint``, both ``resume`` and
+        ``discard_checkpoint``), or a file cannot be written or read.
+    DivergenceError
+        When the training cost becomes NaN or infinite.
+    TrainingAborted
+        When a second Ctrl-C (or SIGTERM) comes before the run has stopped.
     """
     network = network_options(filter_sizes, poolsizes, pool_strides, pool_mode, n_hidden)
     datasets = load_data(dataset)

@@ -31,13 +31,13 @@ Departures from the paper, which trained with stochastic diagonal
 Levenberg-Marquardt and Euclidean RBF output units: training is the
 tutorials' minibatch SGD on the negative log-likelihood of a softmax, with
 their patience loop.  The paper draws the initial weights uniformly in
-``+-2.4 / fan_in``; with this training the signal then vanished (C5's outputs
-had a standard deviation of 0.003 at the start, and two epochs learned
-nothing), so the weights start uniform in ``+-sqrt(3 / fan_in)``, standard
-deviation ``1 / sqrt(fan_in)``, which LeCun et al.'s "Efficient BackProp"
-(1998) recommends for this squashing function.  The output layer starts at
-zero, as the tutorials' logistic regression.  The pixels are scaled as LeCun did by default (background
--0.1, foreground 1.175, so the input has mean about 0 and variance about 1);
+``+-2.4 / fan_in``; with this training the signal then all but vanishes by
+C5 and training makes no progress, so the weights start uniform in
+``+-sqrt(3 / fan_in)``, standard deviation ``1 / sqrt(fan_in)``, which LeCun
+et al.'s "Efficient BackProp" (1998) recommends for this squashing function.
+The output layer starts at zero, as the tutorials' logistic regression.  The
+pixels are scaled as LeCun did by default (background -0.1, foreground
+1.175, so the input has mean about 0 and variance about 1);
 ``scaling='none'`` keeps the dataset's [0, 1) with a 0 background.
 
 Run it with ``python scripts/lenet5.py`` or ``python -m deeplearning_tutorial.lenet5``
@@ -228,6 +228,37 @@ class LeNet5:
     pooling: drawn anew at each call of a compiled function).  ``layers``
     lists C1, S2, C3, S4, C5, F6 and the output layer; ``params`` their
     parameters, output layer first as in the tutorials.
+
+    Parameters
+    ----------
+    rng : numpy.random.RandomState
+        Draws the initial weights, layer after layer (and, for stochastic
+        pooling, the seeds of its two random generators).
+    input : pytensor matrix
+        Symbolic (batch_size, 784) images with pixels in [0, 1).
+    batch_size : int
+        The number of images the graph is built for.
+    c3_table, subsampling, squashing, scaling, filter_sizes
+        The network, as in :func:`train_lenet5`.
+
+    Attributes
+    ----------
+    summary : list of LayerShape
+        Each layer's output shape and parameter count (:func:`architecture`).
+    padded_input : pytensor 4-D tensor
+        The scaled images, padded to (batch_size, 1, 32, 32).
+    C1, S2, C3, S4, C5, F6, output_layer
+        The layers.
+    layers, params : list
+        The layers in order, and their parameters.
+    p_y_given_x, y_pred
+        The output layer's class probabilities and predicted classes.
+
+    Raises
+    ------
+    ValueError
+        For an unknown table, subsampling, squashing or scaling, or filter
+        sizes that do not fit (:func:`architecture`).
     """
 
     def __init__(self, rng, input, batch_size, c3_table="lecun", subsampling="lecun", squashing="lecun",
@@ -392,11 +423,20 @@ def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_
     Raises
     ------
     ValueError
-        Unknown table, kind or function names, filter sizes that do not fit,
-        impossible hyper-parameters; all before anything is compiled.
+        Unknown table, kind or function names, filter sizes that do not fit
+        (all before the data are loaded), impossible hyper-parameters; all
+        before anything is compiled.
+    DatasetError
+        When the dataset cannot be loaded (see
+        :func:`~deeplearning_tutorial.logistic_sgd.load_data`).
     RunFileError
-        When another run holds the checkpoint or best-model file, or the
-        checkpoint forbids this start.
+        When another run holds the checkpoint or best-model file, the folder
+        is not writable, the checkpoint forbids this start, or a file cannot
+        be written or read.
+    DivergenceError
+        When the training cost becomes NaN or infinite.
+    TrainingAborted
+        When a second Ctrl-C (or SIGTERM) comes before the run has stopped.
     """
     layers = architecture(c3_table, subsampling, filter_sizes)
     _choice("squashing", squashing, SQUASHING)

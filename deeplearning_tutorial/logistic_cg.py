@@ -58,6 +58,17 @@ class LogisticRegression(logistic_sgd.LogisticRegression):
         Number of input units (pixels).
     n_out : int
         Number of classes.
+
+    Attributes
+    ----------
+    theta : shared variable
+        The floatX parameter vector, starting at zero.
+    W, b : pytensor tensors
+        The (n_in, n_out) weights and (n_out,) biases: views of ``theta``.
+    p_y_given_x, y_pred
+        As in logistic_sgd's ``LogisticRegression``.
+    params : list
+        ``[theta]``.
     """
 
     def __init__(self, input, n_in: int, n_out: int):
@@ -234,6 +245,9 @@ def cg_optimization_mnist(n_epochs=50, mnist_pkl_gz="mnist.pkl.gz"):
         If ``n_epochs`` is not an integer >= 1, or a split is smaller than a chunk.
     DatasetError
         If the dataset is missing or not a valid MNIST-like file.
+    TrainingAborted
+        When a second Ctrl-C (or SIGTERM) comes before the current CG
+        iteration has ended.
     """
     check_n_epochs(n_epochs)
     datasets = load_data(mnist_pkl_gz)

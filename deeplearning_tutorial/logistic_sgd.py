@@ -29,10 +29,33 @@ from deeplearning_tutorial.validation import check_hyperparameters
 
 # start-snippet-1
 class LogisticRegression:
-    """Multi-class logistic regression: a softmax over ``dot(input, W) + b``."""
+    """Multi-class logistic regression: a softmax over ``dot(input, W) + b``.
+
+    Parameters
+    ----------
+    input : pytensor matrix
+        Symbolic (n_examples, n_in) batch of inputs, one example per row.
+    n_in : int
+        Number of input units (784 for MNIST's pixels).
+    n_out : int
+        Number of classes.
+
+    Attributes
+    ----------
+    W, b : shared variables
+        The (n_in, n_out) weights and the (n_out,) biases, floatX, both
+        starting at zero.
+    p_y_given_x : pytensor matrix
+        The class probabilities, one row per example.
+    y_pred : pytensor vector
+        The predicted class of each example: the most probable one.
+    params : list
+        ``[W, b]``, the parameters training updates.
+    input
+        The ``input`` given.
+    """
 
     def __init__(self, input, n_in: int, n_out: int):
-        """``input`` is a symbolic (n_examples, n_in) matrix; W and b start at zero."""
         self.W = pytensor.shared(
             value=np.zeros((n_in, n_out), dtype=pytensor.config.floatX), name="W", borrow=True
         )
@@ -47,15 +70,43 @@ class LogisticRegression:
         self.input = input
 
     def negative_log_likelihood(self, y):
-        """Mean negative log-probability of the correct labels ``y`` (an int vector).
+        """Mean negative log-probability of the correct labels ``y``.
 
         The mean, not the sum, keeps the learning rate independent of the
         minibatch size.
+
+        Parameters
+        ----------
+        y : pytensor int vector
+            The correct class of each example.
+
+        Returns
+        -------
+        pytensor scalar
+            ``-mean(log(p_y_given_x)[i, y[i]])`` over the examples.
         """
         return -pt.mean(pt.log(self.p_y_given_x)[pt.arange(y.shape[0]), y])
 
     def errors(self, y):
-        """Fraction of the minibatch whose predicted class is not ``y``."""
+        """Fraction of the minibatch whose predicted class is not ``y``.
+
+        Parameters
+        ----------
+        y : pytensor int vector
+            The correct class of each example.
+
+        Returns
+        -------
+        pytensor scalar
+            The mean of ``y_pred != y`` (0 to 1).
+
+        Raises
+        ------
+        TypeError
+            If ``y`` is not a vector, as ``y_pred`` is.
+        NotImplementedError
+            If ``y`` is not of an integer dtype.
+        """
         if y.ndim != self.y_pred.ndim:
             raise TypeError(
                 "y should have the same shape as self.y_pred",
@@ -70,11 +121,32 @@ class LogisticRegression:
 def load_data(dataset):
     """Load MNIST into shared variables: ``[(train_x, train_y), (valid_x, valid_y), (test_x, test_y)]``.
 
-    ``dataset`` is a path, or a bare name looked up in the repository's
-    ``data/`` folder; a missing ``mnist.pkl.gz`` is downloaded (or, offline,
-    the error says how to build it from the IDX files).  The labels are
+    The file is verified before it is used (see
+    :func:`deeplearning_tutorial.datasets.read_dataset`).  The labels are
     stored as floatX (so that they could live on a GPU, as in Theano) and
-    returned cast to int32.
+    returned cast to int32.  Prints ``... loading data``.
+
+    Parameters
+    ----------
+    dataset : str or path-like
+        A path, or a bare name looked up in the repository's ``data/``
+        folder.  A missing ``mnist.pkl.gz`` is downloaded first.
+
+    Returns
+    -------
+    list of 3 pairs
+        ``(x, y)`` for the training, validation and test sets: ``x`` a
+        shared floatX (n, 784) matrix of pixels in [0, 1), ``y`` the labels
+        as an int32 vector (a cast of a shared floatX vector).
+
+    Raises
+    ------
+    DatasetError
+        When the file is missing and cannot be downloaded (offline, the
+        message says how to build it from the IDX files), cannot be read,
+        is damaged, holds anything but NumPy arrays, or does not have the
+        tutorials' structure (and MNIST's split sizes, for a file called
+        ``mnist.pkl.gz``).
     """
     train_set, valid_set, test_set = ensure_dataset(dataset)
     print("... loading data")
@@ -170,6 +242,44 @@ def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl
     folder), which :func:`predict` reloads, as in the original.  Beside it,
     ``best_model_logistic.npz`` holds the same model in a format that cannot
     run code (load it with :func:`~deeplearning_tutorial.checkpoints.load_best_model`).
+    The patience is 5000 minibatches, as in the original; Ctrl-C or SIGTERM
+    stops the run cleanly after the current minibatch.
+
+    Parameters
+    ----------
+    learning_rate : float
+        The SGD step size.
+    n_epochs : int
+        The most epochs (passes over the training set) to train.
+    dataset : str or path-like
+        The dataset, as :func:`load_data` takes it.
+    batch_size : int
+        Examples per minibatch.
+
+    Returns
+    -------
+    LoopState
+        The final state of the patience loop
+        (:class:`~deeplearning_tutorial.training.LoopState`): the best
+        validation error, its iteration and test error, the history of
+        validations, and ``stopped_by``, the signal that stopped the run
+        early, or None.
+
+    Raises
+    ------
+    ValueError
+        For hyper-parameters no run can use (a learning rate not > 0, an
+        ``n_epochs`` or ``batch_size`` not an integer >= 1, a minibatch
+        larger than a split), before anything is compiled.
+    DatasetError
+        When the dataset cannot be loaded (see :func:`load_data`).
+    RunFileError
+        When another run is writing ``best_model_logistic.npz``, the folder
+        is not writable, or a best model cannot be saved.
+    DivergenceError
+        When the training cost becomes NaN or infinite.
+    TrainingAborted
+        When a second Ctrl-C (or SIGTERM) comes before the run has stopped.
     """
     datasets = load_data(dataset)
     check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
@@ -201,12 +311,26 @@ def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl
 def predict():
     """Load ``best_model.pkl`` and print its predictions for the first 10 test images.
 
-    ``best_model.pkl`` is a pickle, as in the original: loading a pickle runs
+    ``best_model.pkl`` (in the current folder, as :func:`sgd_optimization_mnist`
+    writes it) is a pickle, as in the original: loading a pickle runs
     whatever code it names, so give this function only files you trust (ones
     you trained yourself).  To share or load other people's models, use
     ``best_model_logistic.npz`` and
     :func:`~deeplearning_tutorial.checkpoints.load_best_model`, which hold and
-    read only arrays.
+    read only arrays.  The test images are those of ``mnist.pkl.gz``
+    (:func:`load_data`).
+
+    Returns
+    -------
+    numpy.ndarray
+        The predicted classes of the first 10 test images.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no ``best_model.pkl`` in the current folder.
+    DatasetError
+        When ``mnist.pkl.gz`` cannot be loaded (see :func:`load_data`).
     """
     with open("best_model.pkl", "rb") as f:
         classifier = pickle.load(f)  # trusted files only: see above

@@ -26,11 +26,39 @@ from deeplearning_tutorial.validation import check_hyperparameters, check_positi
 
 # start-snippet-1
 class HiddenLayer:
-    """A fully connected layer: ``activation(dot(input, W) + b)``."""
+    """A fully connected layer: ``activation(dot(input, W) + b)``.
+
+    Parameters
+    ----------
+    rng : numpy.random.RandomState
+        Draws the initial weights.
+    input : pytensor matrix
+        Symbolic (n_examples, n_in) input.
+    n_in, n_out : int
+        Units below and in this layer.
+    W, b : shared variables, optional
+        Existing (n_in, n_out) weights and (n_out,) biases to use.  By
+        default ``W`` is drawn from ``rng`` uniformly in
+        ``+-sqrt(6 / (n_in + n_out))`` (4 times that for ``pt.sigmoid``), the
+        range that keeps tanh units in their linear regime at the start, and
+        ``b`` starts at zero, both floatX.
+    activation : callable or None
+        The nonlinearity applied to ``dot(input, W) + b``; None: none (a
+        linear layer).
+
+    Attributes
+    ----------
+    W, b : shared variables
+        The layer's weights and biases.
+    output : pytensor matrix
+        The layer's (n_examples, n_out) output.
+    params : list
+        ``[W, b]``.
+    input
+        The ``input`` given.
+    """
 
     def __init__(self, rng, input, n_in, n_out, W=None, b=None, activation=pt.tanh):
-        """W is drawn from ``rng`` uniformly in +-sqrt(6 / (n_in + n_out)) (x4 for a
-        sigmoid), the range that keeps tanh units in their linear regime at the start."""
         self.input = input
         if W is None:
             bound = np.sqrt(6.0 / (n_in + n_out))
@@ -52,7 +80,37 @@ class HiddenLayer:
 
 # start-snippet-2
 class MLP:
-    """A tanh hidden layer followed by a softmax (logistic regression) layer."""
+    """A tanh hidden layer followed by a softmax (logistic regression) layer.
+
+    Parameters
+    ----------
+    rng : numpy.random.RandomState
+        Draws the hidden layer's initial weights.
+    input : pytensor matrix
+        Symbolic (n_examples, n_in) input.
+    n_in : int
+        Input units (784 for MNIST's pixels).
+    n_hidden : int
+        Units of the hidden layer.
+    n_out : int
+        Number of classes.
+
+    Attributes
+    ----------
+    hiddenLayer : HiddenLayer
+        The tanh layer.
+    logRegressionLayer : LogisticRegression
+        The softmax layer on top of it.
+    L1, L2_sqr : pytensor scalars
+        The L1 norm and the squared L2 norm of both layers' weights (not the
+        biases), the regularisers of the cost.
+    negative_log_likelihood, errors
+        Those of ``logRegressionLayer``.
+    params : list
+        The parameters of both layers, hidden layer first.
+    input
+        The ``input`` given.
+    """
 
     def __init__(self, rng, input, n_in, n_hidden, n_out):
         self.hiddenLayer = HiddenLayer(rng=rng, input=input, n_in=n_in, n_out=n_hidden, activation=pt.tanh)
@@ -157,6 +215,61 @@ def test_mlp(learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, n_epochs=1000, data
     :func:`~deeplearning_tutorial.checkpoints.load_best_model`); Ctrl-C or
     SIGTERM stops cleanly, ``resume=True`` continues from ``checkpoint_file``,
     and ``discard_checkpoint=True`` starts over an interrupted run's checkpoint.
+    The patience is 10000 minibatches, as in the original.
+
+    Parameters
+    ----------
+    learning_rate : float
+        The SGD step size.
+    L1_reg, L2_reg : float
+        Weights of the L1 norm and of the squared L2 norm of the weights in
+        the cost (finite, >= 0; 0 turns a penalty off).
+    n_epochs : int
+        The most epochs (passes over the training set) to train.
+    dataset : str or path-like
+        The dataset, as :func:`~deeplearning_tutorial.logistic_sgd.load_data` takes it.
+    batch_size : int
+        Examples per minibatch.
+    n_hidden : int
+        Units of the hidden layer.
+    seed : int
+        Seed of the RandomState the hidden layer's weights are drawn from.
+    resume : bool
+        Continue the interrupted run saved in ``checkpoint_file`` (same arguments).
+    discard_checkpoint : bool
+        Start over even if ``checkpoint_file`` holds an interrupted run (it is overwritten).
+    checkpoint_file, best_model_file : str or path-like
+        Where the checkpoint (saved at every validation) and the best model go.
+
+    Returns
+    -------
+    LoopState
+        The final state of the patience loop
+        (:class:`~deeplearning_tutorial.training.LoopState`): the best
+        validation error, its iteration and test error, the history of
+        validations, and ``stopped_by``, the signal that stopped the run
+        early, or None.
+
+    Raises
+    ------
+    ValueError
+        For arguments no run can use (a learning rate not > 0, an
+        ``n_epochs``, ``batch_size`` or ``n_hidden`` not a positive integer,
+        a minibatch larger than a split, a penalty that is not a finite
+        number >= 0), before anything is compiled.
+    DatasetError
+        When the dataset cannot be loaded (see
+        :func:`~deeplearning_tutorial.logistic_sgd.load_data`).
+    RunFileError
+        When another run is writing the checkpoint or best-model file, the
+        folder is not writable, the checkpoint forbids this start (``resume``
+        without a checkpoint of the same arguments, a new run over an
+        interrupted one without ``discard_checkpoint``, both ``resume`` and
+        ``discard_checkpoint``), or a file cannot be written or read.
+    DivergenceError
+        When the training cost becomes NaN or infinite.
+    TrainingAborted
+        When a second Ctrl-C (or SIGTERM) comes before the run has stopped.
     """
     datasets = load_data(dataset)
     check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,

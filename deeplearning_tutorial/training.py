@@ -133,7 +133,20 @@ class _Hooks(Hook):
 
 
 def mean_error(model: Callable[[int], object], n_batches: int) -> float:
-    """Mean of a compiled error function over all minibatches of a split."""
+    """Mean of a compiled error function over all minibatches of a split.
+
+    Parameters
+    ----------
+    model
+        A compiled function of a minibatch index, such as ``validate_model``.
+    n_batches
+        The split's number of minibatches; ``model`` is called on 0 to ``n_batches - 1``.
+
+    Returns
+    -------
+    float
+        The mean of the minibatches' errors.
+    """
     return float(np.mean([model(i) for i in range(n_batches)]))
 
 
@@ -148,11 +161,17 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
     n_epochs
         The most epochs (passes over the training set) to train.
     patience
-        Train on at least this many minibatches, however the validation error goes.
+        Train on at least this many minibatches, however the validation error
+        goes, unless ``n_epochs`` ends the run first; a significant
+        improvement raises it to ``PATIENCE_INCREASE`` times the current
+        iteration where that is more.  The validation error is measured every
+        ``min(n_train_batches, patience // 2)`` minibatches.
     state
         The state of an earlier, interrupted run, to continue it; a new run by default.
     hooks
-        Called at four points of each iteration (see :class:`Hook`).
+        Called at four points of each iteration (see :class:`Hook`).  An
+        exception a hook raises leaves the loop and propagates; ``state`` then
+        holds the variables up to that point.
 
     Returns
     -------
@@ -226,7 +245,15 @@ _STATUS = _StatusLine()
 
 
 def say(line: str) -> None:
-    """Print a tutorial line on stdout, flushed so logs and terminals show it at once."""
+    """Print a tutorial line on stdout, flushed so logs and terminals show it at once.
+
+    The progress line on stderr, if one is shown, is cleared first.
+
+    Parameters
+    ----------
+    line
+        The text, without its newline.
+    """
     _STATUS.clear()
     print(line, flush=True)
 
@@ -373,6 +400,12 @@ def warm_up(*functions: Any) -> None:
     training loop, as Theano's compile-at-definition did.  The shared
     variables a function updates get their values back, so training starts
     from the same initial parameters.
+
+    Parameters
+    ----------
+    *functions
+        Compiled ``pytensor`` functions of one integer argument (a minibatch
+        index, or logistic_cg's chunk offset), called with 0.
     """
     for function in functions:
         updated = [i.variable for i in function.maker.inputs if i.update is not None]
@@ -415,7 +448,8 @@ def train(model: CompiledModel, n_epochs: int, patience: int, *, files: RunFiles
     RunFileError
         When a checkpoint or best model cannot be written or read.
     TrainingAborted
-        When a second Ctrl-C (or SIGTERM) came before the first one was handled.
+        When a second Ctrl-C (or SIGTERM) comes before the run has stopped
+        after the first one; the last checkpoint saved, if any, is kept.
     """
     checkpoint = files.checkpoint if files is not None else None
     try:

@@ -197,7 +197,32 @@ def load_study(path: Path | str, base_dir: Path | str | None = None) -> Study:
 
 
 def parse_study(document: dict, source: str = "study", base_dir: Path | str | None = None) -> Study:
-    """Check a study already read from TOML (``document``); see :func:`load_study`."""
+    """Check a study already read from TOML (``document``); see :func:`load_study`.
+
+    Parameters
+    ----------
+    document : dict
+        The study's TOML tables, as ``tomllib`` reads them.
+    source : str
+        What the messages name as the study (the file's path).
+    base_dir : Path or str, optional
+        As in :func:`load_study`.
+
+    Returns
+    -------
+    Study
+
+    Raises
+    ------
+    StudyError
+        For an unknown key, program or argument, a missing name or program,
+        a name that is not a plain folder name, an invalid ``floatX`` or
+        ``include_default``, a ``[fixed]``, ``[grid]`` or ``[random]`` that
+        is not a table, both or neither of ``[grid]`` and ``[random]``, an
+        argument both fixed and searched, a value of the wrong type, an
+        empty grid, an invalid distribution or ``n_trials``/``seed``, or a
+        program whose module is not installed.
+    """
     def fail(message: str) -> StudyError:
         return StudyError(f"{source}: {message}")
 
@@ -634,6 +659,12 @@ def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1,
     Returns
     -------
     distributed.LocalCluster
+
+    Raises
+    ------
+    ValueError
+        When ``workers`` or ``threads_per_trial`` is not an integer >= 1, or
+        ``retries`` not an integer >= 0.
     """
     import dask
     from distributed import LocalCluster
@@ -672,6 +703,13 @@ class TrialsFile:
         self.lines = path.read_text().splitlines() if path.exists() else []
 
     def records(self) -> dict[str, dict]:
+        """The current record of each trial id: its last line.
+
+        Raises
+        ------
+        ValueError
+            When a line is not JSON, naming the line.
+        """
         latest = {}
         for number, line in enumerate(self.lines, 1):
             try:
@@ -683,6 +721,7 @@ class TrialsFile:
         return latest
 
     def append(self, record: dict) -> None:
+        """Add ``record`` as a new line and write the whole file again, atomically."""
         self.lines.append(json.dumps(record, sort_keys=False))
         with atomic_write(self.path, "w") as handle:
             handle.write("\n".join(self.lines) + "\n")
@@ -718,6 +757,8 @@ def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: i
     ------
     FileExistsError
         When the study folder has trials and ``resume`` is false.
+    ValueError
+        When a line of an existing ``trials.jsonl`` is not JSON.
     """
     from distributed import wait
 
@@ -1020,6 +1061,7 @@ def _save_figure(figure, path: Path) -> Path:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options of ``scripts/tune.py`` (``--help`` lists them), parsed from ``argv`` (default: ``sys.argv``)."""
     parser = argparse.ArgumentParser(
         description="Run a tuning study (a TOML file) of a tutorial program on a Dask cluster.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

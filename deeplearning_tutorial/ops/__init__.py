@@ -38,8 +38,7 @@ _PYTENSOR_JAX_DISPATCH = "pytensor.link.jax.dispatch"
 
 class _RegisterJaxBackendOnImport(importlib.abc.MetaPathFinder):
     """Registers the JAX implementations (``link/jax/dispatch.py``) right after PyTensor's
-    JAX backend is imported, so that programs which never use JAX do not import it
-    (0.4 s and 150 MB here)."""
+    JAX backend is imported, so that programs which never use JAX do not import it."""
 
     def find_spec(self, name, path, target=None):
         if name != _PYTENSOR_JAX_DISPATCH:

@@ -273,8 +273,9 @@ def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode="val
     filters : 4-D tensor
         (n_filters, channels / num_groups, rows, cols).
     input_shape, filter_shape : tuple of 4 ints or None, optional
-        The shapes, ``None`` entries allowed; checked against the tensors when
-        the graph runs, and their static shapes from then on.
+        The shapes, ``None`` entries allowed: checked against the tensors'
+        static shapes at once and against the arrays when the graph runs,
+        and the tensors' static shapes from then on.
     border_mode : {'valid', 'full', 'half'}, int or (int, int)
         Zero padding: none, filter size - 1 (every overlap), filter size // 2
         (the output keeps the input's size for odd filters), or explicit
@@ -307,11 +308,26 @@ def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode="val
     Raises
     ------
     TypeError
-        For an unknown keyword, or tensors of the wrong rank or dtype.
+        For an unknown keyword; tensors that are not 4-D, or not float32 or
+        float64; ``subsample``, ``filter_dilation`` or a numeric
+        ``border_mode`` that is neither an int nor a pair of ints.
     ValueError
-        For an invalid border mode, stride, dilation or ``num_groups``, or
-        static shapes that do not fit together (channels, or a filter larger
-        than the padded input).
+        For an unknown border mode or a negative padding; a stride or a
+        dilation below 1; ``num_groups`` not an int >= 1; both
+        ``input_shape`` and ``image_shape``; an ``input_shape`` or
+        ``filter_shape`` without 4 entries or contradicting the tensor's
+        static shape; the old ``ConvOp``'s 'logical' shapes
+        (``imshp_logical``, ``kshp_logical``, ``kshp_logical_top_aligned``),
+        an upsampling this function does not do; or static shapes that do
+        not fit together (channel and filter counts against ``num_groups``,
+        a dilated filter larger than the padded input).  The kernels check
+        the channels and sizes again, with a ``ValueError``, when the graph
+        runs.
+
+    Warns
+    -----
+    UserWarning
+        For the old ``conv.conv2d``'s speed keywords, which are ignored.
     """
     unknown = set(speed_keywords) - SPEED_ONLY_KEYWORDS
     if unknown & {"imshp_logical", "kshp_logical", "kshp_logical_top_aligned"}:

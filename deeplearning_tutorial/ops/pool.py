@@ -181,15 +181,15 @@ def pool_2d(input, ws=None, ignore_border=None, stride=None, pad=(0, 0), mode="m
     ----------
     input : tensor
         float32 or float64, 2 or more dimensions; the last two are pooled.
-    ws : (int, int)
-        The pooling window (rows, cols).
+    ws : int or (int, int)
+        The pooling window (rows, cols); an int is a square.
     ignore_border : bool or None
         True drops the partial windows at the bottom/right border; False keeps
         them.  ``None`` (left unset) means False with Theano's warning that
         the default will change: the tutorials pass True.
-    stride : (int, int) or None
+    stride : int or (int, int) or None
         Steps between windows; ``None``: ``ws`` (smaller strides overlap).
-    pad : (int, int)
+    pad : int or (int, int)
         Zero padding on both sides of rows and cols; needs
         ``ignore_border=True`` and ``pad < ws``.
     mode : {'max', 'sum', 'average_inc_pad', 'average_exc_pad', 'l2'}
@@ -208,12 +208,23 @@ def pool_2d(input, ws=None, ignore_border=None, stride=None, pad=(0, 0), mode="m
     Raises
     ------
     ValueError
-        Where an old and a new name are both given, ``ws`` is missing, or
-        the parameters are invalid or (static shapes, ``ignore_border=True``)
-        leave no window.  A window larger than the padded input with
+        Where an old and a new name are both given, ``ws`` is missing,
+        ``mode`` is unknown, ``ws`` or ``stride`` is below 1, ``pad`` is not
+        in ``[0, ws)``, a non-zero ``pad`` comes without
+        ``ignore_border=True``, or the window is larger than the padded
+        input along an axis of known static size with
+        ``ignore_border=True``.  A window larger than the padded input with
         ``ignore_border=True`` is also an error when the graph runs.
     TypeError
-        For an input of fewer than 2 dimensions or not of floats.
+        For an input of fewer than 2 dimensions or not of floats, or a
+        ``ws``, ``stride`` or ``pad`` that is neither an int nor a pair of
+        ints.
+
+    Warns
+    -----
+    UserWarning
+        Theano's warnings: for an unset ``ignore_border``, and for each old
+        parameter name used.
     """
     ws = _renamed(ws, ds, "ws", "ds")
     stride = _renamed(stride, st, "stride", "st")

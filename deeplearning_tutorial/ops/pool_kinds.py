@@ -154,9 +154,9 @@ def stochastic_pool_2d(input, ws, stride=None, ignore_border=True, rng=None, det
     ----------
     input : tensor of 2 or more dimensions, float32 or float64
         Non-negative activations, e.g. rectified feature maps (batch, maps, rows, cols).
-    ws : pair of int
-        The pooling window (rows, cols).
-    stride : pair of int, optional
+    ws : int or pair of int
+        The pooling window (rows, cols); an int is a square.
+    stride : int or pair of int, optional
         Distance between windows; defaults to ``ws`` (smaller strides overlap).
     ignore_border : bool
         False keeps the partial windows at the bottom and right border.
@@ -182,10 +182,13 @@ def stochastic_pool_2d(input, ws, stride=None, ignore_border=True, rng=None, det
     ------
     ValueError
         When the graph runs on a negative activation (the probabilities are
-        undefined), and when building it: a window or stride below 1, a window
-        larger than the input, an ``rng`` that already drives another draw.
+        undefined; not in the JAX mode, see the module docstring), and when
+        building it: a window or stride below 1, a window larger than the
+        input along an axis of known static size, an ``rng`` that already
+        drives another draw.
     TypeError
-        ``input`` not a float tensor of 2 or more dimensions, ``rng`` not a shared
+        ``input`` not a float tensor of 2 or more dimensions, ``ws`` or
+        ``stride`` neither an int nor a pair of ints, ``rng`` not a shared
         random generator.
     """
     input = _float_tensor(input)

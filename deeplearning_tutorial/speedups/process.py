@@ -1,8 +1,8 @@
 """The one process-wide setting the tutorial programs make: freed large blocks stay in the heap.
 
-Each LeNet minibatch allocates and frees temporaries of tens of megabytes.
-glibc returns such blocks to the system (they are mmap'ed) and the next
-minibatch pays the page faults again.  :func:`keep_freed_memory` tells glibc to
+Each LeNet minibatch allocates and frees large temporaries.  glibc returns
+such blocks to the system (they are mmap'ed) and the next minibatch pays the
+page faults again.  :func:`keep_freed_memory` tells glibc to
 keep them (``mallopt``).  It changes the whole process, so only the tutorial
 programs' ``main`` calls it; a library user may call it in their own program.
 """

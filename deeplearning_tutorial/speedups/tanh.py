@@ -1,8 +1,8 @@
 """``float32_tanh``: a vectorisable float32 ``tanh`` for PyTensor's NUMBA backend.
 
 Numba compiles ``tanh`` of a float32 into a call of the C library's scalar
-function, which no loop vectorises, several times slower than NumPy's SIMD
-``tanh``; LeNet evaluates millions of them per training minibatch.  This
+function, which no loop vectorises, where NumPy's ``tanh`` uses SIMD
+instructions; LeNet evaluates millions of them per training minibatch.  This
 scalar Op is PyTensor's ``Tanh`` (same gradient, C code and Python
 implementation) with a NUMBA implementation of its own: a rational
 approximation evaluated in float64 and rounded once, within 0.51 ulp of the
@@ -10,7 +10,7 @@ exact value over the whole float32 range (0.5 ulp is the rounding itself;
 NumPy's float32 ``tanh`` is within about 1.4), keeping ``tanh(±0) = ±0``,
 ``tanh(±inf) = ±1`` and NaN.  It makes no calls (its clamp is a select) and no
 checked division (Numba's ``/`` raises on a zero divisor, and that branch alone
-kept loops scalar; ``np.true_divide`` is the same IEEE division without it),
+keeps a loop scalar; ``np.true_divide`` is the same IEEE division without it),
 so fused elementwise loops vectorise it.
 
 The :mod:`~deeplearning_tutorial.speedups` rewrites put it in place of

@@ -7,8 +7,8 @@ functions here are small Numba functions that check shapes, allocate the
 results and call that C code by its symbol name.  So the same code serves
 every PyTensor backend: the Ops' ``perform`` (C VM and Python modes) calls
 them directly, the NUMBA backend compiles them into the graph's function,
-and neither compiles the kernels themselves, which took the NUMBA backend
-a third of LeNet's cold first call when they were Numba code.
+and neither compiles the kernels themselves, so a graph's first call does
+not spend time compiling them.
 
 All convolution kernels compute a cross-correlation; ``flip`` rotates the
 filters by 180 degrees first (a true convolution, Theano's default).
