@@ -111,8 +111,12 @@ def run(function: Callable, argv: Sequence[str] | None = None) -> Any:
     if not isinstance(state, LoopState):  # a run that trained nothing (lenet5 --summary): no history
         return state
     if history_file is not None:
-        with atomic_write(history_file, "w") as handle:
-            json.dump(history_record(state, arguments), handle, indent=1)
+        try:
+            with atomic_write(history_file, "w") as handle:
+                json.dump(history_record(state, arguments), handle, indent=1)
+        except OSError as exc:
+            print(f"error: could not write the history file {exc.filename}: {exc.strerror}", file=sys.stderr)
+            raise SystemExit(1) from None
     if state.stopped_by is not None:
         raise SystemExit(128 + state.stopped_by)
     return state

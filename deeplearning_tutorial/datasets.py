@@ -156,6 +156,13 @@ def atomic_write(path: Path | str, mode: str = "wb") -> Iterator[IO]:
 
     An exception (or Ctrl-C) inside the block removes the temporary file and
     leaves any previous ``path`` untouched.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be written (a full disk, no permission): the
+        error of the write, naming ``path`` itself rather than the temporary
+        file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,6 +174,9 @@ def atomic_write(path: Path | str, mode: str = "wb") -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

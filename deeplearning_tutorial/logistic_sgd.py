@@ -21,7 +21,7 @@ import pytensor
 import pytensor.tensor as pt
 
 from deeplearning_tutorial import cli, speedups
-from deeplearning_tutorial.checkpoints import RunFiles
+from deeplearning_tutorial.checkpoints import RunFileError, RunFiles
 from deeplearning_tutorial.datasets import atomic_write, ensure_dataset
 from deeplearning_tutorial.training import CompiledModel, train
 from deeplearning_tutorial.validation import check_hyperparameters
@@ -292,8 +292,12 @@ def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl
     print("... training the model")
 
     def save_best_model():
-        with atomic_write("best_model.pkl") as f:
-            pickle.dump(model.classifier, f)
+        try:
+            with atomic_write("best_model.pkl") as f:
+                pickle.dump(model.classifier, f)
+        except OSError as exc:
+            raise RunFileError(f"could not write {exc.filename}: {exc.strerror}; the earlier file (if any) is "
+                               f"unchanged. Free some space or run in another folder.") from None
 
     state = train(model, n_epochs, patience=5000, files=files, on_new_best=save_best_model)
     if state.stopped_by is not None:

@@ -205,6 +205,17 @@ def test_two_runs_cannot_write_the_same_files(tmp_path):
     assert not (tmp_path / "mlp.ckpt.lock").exists() and not (tmp_path / "best.npz.lock").exists()
 
 
+def test_an_unwritable_folder_is_refused_before_building_even_for_root(tmp_path, monkeypatch):
+    # the folder's permission denied as the kernel would deny it to a user (root is never denied)
+    def denied(path, flags, mode=0o777):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(checkpoints.os, "open", denied)
+    with pytest.raises(RunFileError, match="cannot write in .*permission denied"):
+        RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any folder")
 def test_an_unwritable_folder_is_refused_before_building(tmp_path):
     folder = tmp_path / "read_only"

@@ -354,3 +354,15 @@ def test_prepare_data_leaves_ones_own_data_and_folders_alone(prepare_data, idx_d
 def test_a_damaged_output_may_be_replaced(prepare_data, tiny_dataset):
     tiny_dataset.write_bytes(tiny_dataset.read_bytes()[:-8])
     assert prepare_data.existing_output(tiny_dataset, writing_mnist=True) is None
+
+
+def test_atomic_write_names_the_real_file_when_the_write_fails(tmp_path):
+    path = tmp_path / "result.json"
+    path.write_text("earlier")
+    with pytest.raises(OSError) as error:
+        with datasets.atomic_write(path, "w") as handle:
+            handle.write("partial")
+            raise OSError(28, "No space left on device")
+    assert error.value.errno == 28 and error.value.filename == str(path)
+    assert str(error.value) == f"[Errno 28] No space left on device: '{path}'"
+    assert path.read_text() == "earlier" and os.listdir(tmp_path) == ["result.json"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import types
 
 import numpy as np
 import pytensor
@@ -115,3 +117,22 @@ def test_help_lists_every_parameter(tmp_path):
     result = run_python("-m", "deeplearning_tutorial.logistic_sgd", "--help", cwd=tmp_path)
     for option in ("--learning-rate", "--n-epochs", "--dataset", "--batch-size"):
         assert option in result.stdout
+
+
+def test_a_full_disk_while_pickling_the_best_model_names_the_real_file(small_mnist, tmp_path, monkeypatch):
+    from deeplearning_tutorial import logistic_sgd
+    from deeplearning_tutorial.checkpoints import RunFileError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "best_model.pkl").write_bytes(b"an earlier model")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(logistic_sgd, "pickle", types.SimpleNamespace(dump=full))  # only the tutorial's pickle
+    with pytest.raises(RunFileError) as error:
+        logistic_sgd.sgd_optimization_mnist(n_epochs=1, dataset=str(small_mnist), batch_size=100)
+    assert str(error.value).startswith("could not write best_model.pkl: No space left on device; "
+                                       "the earlier file (if any) is unchanged")
+    assert (tmp_path / "best_model.pkl").read_bytes() == b"an earlier model"
+    assert not [name for name in os.listdir(tmp_path) if name.endswith((".tmp", ".lock"))]
