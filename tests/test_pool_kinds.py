@@ -14,6 +14,7 @@ from scipy import signal
 from test_ops import JAX, reference_pool
 
 from deeplearning_tutorial.ops import StochasticPool, local_contrast_normalization, pool_2d, stochastic_pool_2d
+from deeplearning_tutorial.ops.kernels.stochastic import window_uniform
 
 CASES = [
     # (input shape, ws, ignore_border, stride)
@@ -126,9 +127,28 @@ def reference_stochastic_pool(x, u, ws, ignore_border, stride):
     return out
 
 
-def fixed_draws_pool(ws, ignore_border, stride, u):
+def splitmix64_uniforms(seed, shape):
+    """The windows' uniform numbers for the draw ``seed``, in NumPy: the top 53 bits of
+    SplitMix64's outputs 1, 2, ... (window i in C order gets output i + 1)."""
+    index = np.arange(1, np.prod(shape) + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + index * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return ((z >> np.uint64(11)).astype(np.float64) / 2.0**53).reshape(shape)
+
+
+def test_the_windows_numbers_are_splitmix64s():
+    # SplitMix64's first output from the state 0 (the reference implementation's)
+    assert window_uniform(0, 0) == (0xE220A8397B1DCDAF >> 11) / 2.0**53
+    seed = 2**61 + 12345
+    np.testing.assert_array_equal([window_uniform(seed, i) for i in range(6)], splitmix64_uniforms(seed, (6,)))
+
+
+def fixed_draw_pool(ws, ignore_border, stride, seed):
     op = StochasticPool(ws, stride or ws, ignore_border)
-    return lambda x: op(x, u)[0]
+    return lambda x: op(x, seed)[0]
 
 
 @pytest.mark.parametrize("case, mode", cross_section(["CVM", "NUMBA", "FAST_COMPILE"]))
@@ -137,10 +157,12 @@ def test_stochastic_pool_picks_the_value_where_the_cumulative_sum_passes_the_dra
     rng = np.random.default_rng(5)
     xv = rng.random(shape)
     xv[..., :2, :2] = 0.0  # an all-zero window
-    uv = rng.random(reference_pool(xv, ws, ignore_border, stride).shape)
-    x, u = symbolic(xv), symbolic(uv)
-    result = function([x, u], fixed_draws_pool(ws, ignore_border, stride, u)(x), mode)(xv, uv)
-    np.testing.assert_array_equal(result, reference_stochastic_pool(xv, uv, ws, ignore_border, stride))
+    seed = pt.lscalar("seed")
+    x = symbolic(xv)
+    f = function([x, seed], fixed_draw_pool(ws, ignore_border, stride, seed)(x), mode)
+    for seed_value in (7, 2**62 - 1):
+        u = splitmix64_uniforms(seed_value, reference_pool(xv, ws, ignore_border, stride).shape)
+        np.testing.assert_array_equal(f(xv, seed_value), reference_stochastic_pool(xv, u, ws, ignore_border, stride))
 
 
 @pytest.mark.parametrize("case, mode", cross_section(["CVM", "NUMBA"]))
@@ -148,8 +170,8 @@ def test_stochastic_pool_gradient_goes_to_the_value_picked(case, mode):
     shape, ws, ignore_border, stride = case
     rng = np.random.default_rng(6)
     xv = rng.permutation(np.prod(shape)).reshape(shape) / 7.0 + 0.1  # distinct and positive
-    uv = pt.as_tensor(rng.random(reference_pool(xv, ws, ignore_border, stride).shape))
-    verify_grad(fixed_draws_pool(ws, ignore_border, stride, uv), [xv], rng=np.random.default_rng(7), mode=mode)
+    verify_grad(fixed_draw_pool(ws, ignore_border, stride, pt.as_tensor(np.int64(6))), [xv],
+                rng=np.random.default_rng(7), mode=mode)
 
 
 def test_stochastic_pool_picks_each_value_with_probability_proportional_to_it():

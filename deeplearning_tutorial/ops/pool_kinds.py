@@ -18,9 +18,11 @@ non-negative activations ``a`` (after a rectifier, say).  In training each
 window outputs one of its values, ``a_k`` with probability
 ``p_k = a_k / sum(a)``: with ``u`` uniform in [0, 1), the first ``k`` (in
 row-major order) whose cumulative sum ``a_0 + ... + a_k`` exceeds
-``u * sum(a)``.  The gradient goes to the value picked, as max pooling's goes
-to the maximum.  At test time (``deterministic=True``) a window outputs the
-probability-weighted average ``sum(p_k a_k) = sum(a**2) / sum(a)``.  A
+``u * sum(a)``.  Each call draws one 64-bit seed from the generator; each
+window's ``u`` is a hash of that seed and the window's position.  The
+gradient goes to the value picked, as max pooling's goes to the maximum.
+At test time (``deterministic=True``) a window outputs the probability-weighted
+average ``sum(p_k a_k) = sum(a**2) / sum(a)``.  A
 window of zeros outputs 0 in both cases, with gradient 0.  A negative
 activation makes the probabilities meaningless, so both raise a ``ValueError``
 when the graph runs on one (except in the JAX mode, where PyTensor drops such
@@ -33,15 +35,15 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType, grad_not_implemented
 from pytensor.graph.basic import Apply
-from pytensor.raise_op import CheckAndRaise
 from pytensor.tensor.random.variable import RandomGeneratorSharedVariable
 from pytensor.tensor.type import TensorType
 
 from deeplearning_tutorial.ops.conv import _pair
-from deeplearning_tutorial.ops.kernels.stochastic import NEGATIVE_ACTIVATION, stochastic_pool, stochastic_pool_grad
+from deeplearning_tutorial.ops.kernels.stochastic import stochastic_pool, stochastic_pool_grad, weighted_average_pool
 from deeplearning_tutorial.ops.pool import _PoolBase, as_3d, pool_2d
 
 
@@ -71,33 +73,40 @@ def l2_pool(input, ws, ignore_border, stride, pad):
 
 
 class StochasticPool(_PoolBase):
-    """Stochastic pooling of ``x`` given one uniform draw ``u`` in [0, 1) per window.
+    """Stochastic pooling of ``x`` for the draw ``seed`` (an int64 scalar).
 
-    Outputs the picked values and their flat indices in the image (int64, -1
-    for a window of zeros), which the gradient uses.  :func:`stochastic_pool_2d`
-    draws ``u``.
+    Each window's uniform number in [0, 1) is a hash of ``seed`` and the
+    window's position (SplitMix64, :func:`~deeplearning_tutorial.ops.kernels.stochastic.window_uniform`),
+    so the kernel makes them on every thread without a generator's state;
+    :func:`stochastic_pool_2d` draws a new ``seed`` at each call.  Outputs the
+    picked values and their flat indices in the image (int64, -1 for a window
+    of zeros), which the gradient uses.
     """
 
     def __init__(self, ws, stride, ignore_border):
         super().__init__(ws, stride, (0, 0), ignore_border, "stochastic")
 
-    def make_node(self, x, u):
+    def make_node(self, x, seed):
         x = _float_tensor(x)
-        u = pt.as_tensor_variable(u).astype(x.dtype)
-        if u.ndim != x.ndim:
-            raise TypeError(f"u must have the {x.ndim} dimensions of x, got {u.ndim}")
+        seed = pt.as_tensor_variable(seed)
+        if seed.ndim != 0 or not seed.dtype.startswith(("int", "uint")):
+            raise TypeError(f"seed must be an integer scalar, got {seed.type}")
         *lead, h, w = x.type.shape
         shape = (*lead, None if h is None else self.out_size(h, 0), None if w is None else self.out_size(w, 1))
-        return Apply(self, [x, u], [TensorType(x.dtype, shape=shape)(), TensorType("int64", shape=shape)()])
+        return Apply(self, [x, seed.astype("int64")],
+                     [TensorType(x.dtype, shape=shape)(), TensorType("int64", shape=shape)()])
 
     def perform(self, node, inputs, output_storage):
-        x, u = inputs
-        out, picked = stochastic_pool(as_3d(x), as_3d(u), *self.ws, *self.stride, self.ignore_border)
-        output_storage[0][0] = out.reshape(u.shape)
-        output_storage[1][0] = picked.reshape(u.shape)
+        x, seed = inputs
+        out, picked = stochastic_pool(as_3d(x), int(seed), *self.ws, *self.stride, self.ignore_border)
+        shape = x.shape[:-2] + out.shape[-2:]
+        output_storage[0][0] = out.reshape(shape)
+        output_storage[1][0] = picked.reshape(shape)
 
     def infer_shape(self, node, shapes):
-        return [shapes[1], shapes[1]]
+        *lead, h, w = shapes[0]
+        shape = (*lead, self.out_size(h, 0), self.out_size(w, 1))
+        return [shape, shape]
 
     def connection_pattern(self, node):
         return [[True, False], [False, False]]
@@ -133,6 +142,42 @@ class StochasticPoolGrad(_PoolBase):
         return [DisconnectedType()(), DisconnectedType()(), grad_not_implemented(self, 2, inputs[2])]
 
 
+class WeightedAveragePool(_PoolBase):
+    """Stochastic pooling at test time: each window's ``sum(a**2) / sum(a)``, 0 for a window of zeros.
+
+    One pass over the input (and the check for negative values in the same
+    pass); its gradient is a graph of sum poolings, ``d/da_k = (2 a_k - out) / sum(a)``
+    summed over the windows holding ``a_k`` (0 in windows of zeros).
+    """
+
+    def __init__(self, ws, stride, ignore_border):
+        super().__init__(ws, stride, (0, 0), ignore_border, "weighted_average")
+
+    def make_node(self, x):
+        x = _float_tensor(x)
+        *lead, h, w = x.type.shape
+        shape = (*lead, None if h is None else self.out_size(h, 0), None if w is None else self.out_size(w, 1))
+        return Apply(self, [x], [TensorType(x.dtype, shape=shape)()])
+
+    def perform(self, node, inputs, output_storage):
+        (x,) = inputs
+        out = weighted_average_pool(as_3d(x), *self.ws, *self.stride, self.ignore_border)
+        output_storage[0][0] = out.reshape(x.shape[:-2] + out.shape[-2:])
+
+    def infer_shape(self, node, shapes):
+        *lead, h, w = shapes[0]
+        return [(*lead, self.out_size(h, 0), self.out_size(w, 1))]
+
+    def pullback(self, inputs, outputs, output_grads):
+        (x,), (out,), (g,) = inputs, outputs, output_grads
+        pooling = dict(ws=self.ws, ignore_border=self.ignore_border, stride=self.stride, mode="sum")
+        sums = pool_2d(x, **pooling)
+        squares = pool_2d(pt.sqr(x), **pooling)
+        # out = squares / sums: d out / d squares = 1 / sums, d out / d sums = -out / sums
+        g_squares = _ratio_or_zero(g, sums)
+        return [pytensor.grad(None, x, known_grads={squares: g_squares, sums: -g_squares * out})]
+
+
 # ----------------------------------------------------------------------------
 # The user-facing function
 # ----------------------------------------------------------------------------
@@ -162,7 +207,8 @@ def stochastic_pool_2d(input, ws, stride=None, ignore_border=True, rng=None, det
         False keeps the partial windows at the bottom and right border.
     rng : shared random generator, optional
         ``pytensor.tensor.random.shared_rng(seed=...)``, from which the training
-        output draws one uniform number per window.  The draw becomes the
+        output draws one seed per call (each window's uniform number is a hash
+        of it and the window's position).  The draw becomes the
         generator's ``default_update``, so each call of a compiled function
         draws anew (as RandomStream variables did); one generator therefore
         drives one pooling.  None makes a new, unseeded one.  Unused when
@@ -197,16 +243,12 @@ def stochastic_pool_2d(input, ws, stride=None, ignore_border=True, rng=None, det
     if min(ws) < 1 or min(stride) < 1:
         raise ValueError(f"ws and stride must be >= 1, got ws={ws}, stride={stride}")
     op = StochasticPool(ws, stride, ignore_border)
-    *lead, rows, cols = input.shape
     for axis, size in enumerate(input.type.shape[-2:]):
         if size is not None and op.out_size(size, axis) < 1:
             raise ValueError(f"the pooling window {ws} is larger than the input along axis "
                              f"{input.ndim - 2 + axis} ({size})")
     if deterministic:
-        nonnegative = CheckAndRaise(ValueError, NEGATIVE_ACTIVATION)(input, pt.all(pt.ge(input, 0)))
-        sums = pool_2d(nonnegative, ws, ignore_border=ignore_border, stride=stride, mode="sum")
-        sums_of_squares = pool_2d(pt.sqr(nonnegative), ws, ignore_border=ignore_border, stride=stride, mode="sum")
-        return _ratio_or_zero(sums_of_squares, sums)
+        return WeightedAveragePool(ws, stride, ignore_border)(input)
     if rng is None:
         rng = pt.random.shared_rng(np.random.default_rng())
     if not isinstance(rng, RandomGeneratorSharedVariable):
@@ -214,8 +256,7 @@ def stochastic_pool_2d(input, ws, stride=None, ignore_border=True, rng=None, det
     if rng.default_update is not None:
         raise ValueError("this rng already drives another random draw (its default_update is set); "
                          "give each stochastic_pool_2d its own pytensor.tensor.random.shared_rng(...)")
-    next_rng, u = rng.uniform(0.0, 1.0, size=(*lead, op.out_size(rows, 0), op.out_size(cols, 1)),
-                              dtype=input.dtype)
+    next_rng, seed = rng.integers(0, 2**62, dtype="int64")  # one draw per call; the windows' numbers hash it
     # The generator's default update makes every compiled function that uses the draw
     # advance it at each call, as RandomStream did. PyTensor 3.3 deprecates setting it
     # (it asks callers to pass updates= themselves) but offers no other way to draw anew
@@ -223,4 +264,4 @@ def stochastic_pool_2d(input, ws, stride=None, ignore_border=True, rng=None, det
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         rng.default_update = next_rng
-    return op(input, u)[0]
+    return op(input, seed)[0]

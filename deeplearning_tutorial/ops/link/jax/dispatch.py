@@ -24,6 +24,7 @@ from pytensor.link.jax.dispatch import jax_funcify
 from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
+from deeplearning_tutorial.ops.pool_kinds import WeightedAveragePool
 
 
 def _padding(op, kh: int, kw: int) -> tuple[int, int]:
@@ -211,3 +212,14 @@ def jax_funcify_MaxPoolGradGrad(op, node, **kwargs):
 
     return max_pool_grad_grad
 
+
+@jax_funcify.register(WeightedAveragePool)
+def jax_funcify_WeightedAveragePool(op, node, **kwargs):
+    sum_pool = _pooling(Pool(op.ws, op.stride, op.pad, op.ignore_border, "sum"))
+
+    def weighted_average_pool(x):  # no check for negative values: JAX has no run-time errors
+        sums, squares = sum_pool(x), sum_pool(x * x)
+        positive = sums > 0
+        return jnp.where(positive, squares / jnp.where(positive, sums, 1), 0).astype(x.dtype)
+
+    return weighted_average_pool

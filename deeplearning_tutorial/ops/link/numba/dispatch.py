@@ -20,7 +20,7 @@ from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradW
 from deeplearning_tutorial.ops.kernels import stochastic
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
 from deeplearning_tutorial.ops.pool import as_3d as pool_as_3d
-from deeplearning_tutorial.ops.pool_kinds import StochasticPool, StochasticPoolGrad
+from deeplearning_tutorial.ops.pool_kinds import StochasticPool, StochasticPoolGrad, WeightedAveragePool
 
 
 def source_hash(*sources: str) -> str:
@@ -142,9 +142,10 @@ def numba_funcify_StochasticPool(op, node, threads, **kwargs):
     ignore_border = op.ignore_border
 
     @numba_njit
-    def stochastic_pool_node(x, u):
-        out, picked = stochastic.stochastic_pool(as_3d(x), as_3d(u), wh, ww, sh, sw, ignore_border)
-        return out.reshape(u.shape), picked.reshape(u.shape)
+    def stochastic_pool_node(x, seed):
+        out, picked = stochastic.stochastic_pool(as_3d(x), seed.item(), wh, ww, sh, sw, ignore_border)
+        shape = x.shape[:-2] + out.shape[-2:]
+        return out.reshape(shape), picked.reshape(shape)
 
     return stochastic_pool_node
 
@@ -157,3 +158,16 @@ def numba_funcify_StochasticPoolGrad(op, node, threads, **kwargs):
         return gx.reshape(x.shape)
 
     return stochastic_pool_grad_node
+
+
+@_register(WeightedAveragePool)
+def numba_funcify_WeightedAveragePool(op, node, threads, **kwargs):
+    wh, ww, sh, sw, _, _ = op.window_params
+    ignore_border = op.ignore_border
+
+    @numba_njit
+    def weighted_average_pool_node(x):
+        out = stochastic.weighted_average_pool(as_3d(x), wh, ww, sh, sw, ignore_border)
+        return out.reshape(x.shape[:-2] + out.shape[-2:])
+
+    return weighted_average_pool_node
