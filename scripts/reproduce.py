@@ -151,7 +151,7 @@ def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool, s
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.PIPE,
                                    text=True)
-        child.process = process
+        child.started(process)
         _, stderr = process.communicate()
     wall = wall_before + time.perf_counter() - started
     if process.returncode in INTERRUPTED:
@@ -218,17 +218,31 @@ class _signals_for_the_child:
     Ctrl-C on a terminal reaches the whole process group, so the tutorial gets
     it and stops cleanly; this process only waits.  Its handler is a function,
     not SIG_IGN, because an ignored signal would be inherited by the child and
-    lost there until the tutorial sets its own handler.
+    lost there until the tutorial sets its own handler.  A signal that comes
+    before the child is started is kept and sent to it once it is.
     """
 
     def __enter__(self):
         self.process = None
-        self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, lambda signum, frame: None),
+        self.pending: list[int] = []  # signals that came before the child was started
+        self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._keep_for_the_child),
                           signal.SIGTERM: signal.signal(signal.SIGTERM, self._pass_on)}
         return self
 
+    def started(self, process) -> None:
+        """The child is running: it gets from now on, and the signals that came before it existed."""
+        self.process = process
+        for signum in self.pending:
+            process.send_signal(signum)
+
+    def _keep_for_the_child(self, signum, frame) -> None:
+        if self.process is None:  # once it runs, a terminal's Ctrl-C reaches the child itself
+            self.pending.append(signum)
+
     def _pass_on(self, signum, frame) -> None:
-        if self.process is not None:
+        if self.process is None:
+            self.pending.append(signum)
+        else:
             self.process.send_signal(signum)
 
     def __exit__(self, *exc) -> None:

@@ -128,3 +128,16 @@ def test_ctrl_c_while_a_tutorial_starts_reaches_it(small_mnist, tmp_path):
     assert process.returncode == 130, err
     assert "logistic_sgd was interrupted; continue with --resume" in err
     assert not (tmp_path / "logistic_sgd.json").exists()
+
+
+def test_a_ctrl_c_before_the_tutorial_is_started_is_passed_on_to_it():
+    """The race of the test above made certain: the signal comes between the 'running' line and the fork."""
+    import signal
+    import subprocess
+
+    with reproduce._signals_for_the_child() as child:
+        signal.raise_signal(signal.SIGINT)  # handled here: nothing to interrupt yet
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        child.started(process)
+        process.wait(timeout=30)
+    assert process.returncode in reproduce.INTERRUPTED
