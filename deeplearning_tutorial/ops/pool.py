@@ -46,6 +46,12 @@ class _PoolBase(Op):
         """Pooled length along ``axis`` (0: rows, 1: cols); symbolic sizes give a symbolic result."""
         return kernels.pool_output_size(size, self.ws[axis], self.stride[axis], self.pad[axis], self.ignore_border)
 
+    def pooled_shape(self, shape) -> tuple:
+        """The output shape for an input of ``shape`` (..., rows, cols): a static shape (unknown
+        sizes stay None) or the symbolic one of ``infer_shape``."""
+        *lead, h, w = shape
+        return (*lead, None if h is None else self.out_size(h, 0), None if w is None else self.out_size(w, 1))
+
 
 class Pool(_PoolBase):
     """Pool the last two axes with windows ``ws``, strides ``stride`` and zero padding ``pad``."""
@@ -56,8 +62,7 @@ class Pool(_PoolBase):
             raise TypeError(f"pool_2d needs a tensor of 2 or more dimensions, got {x.ndim}-D")
         if x.dtype not in ("float32", "float64"):
             raise TypeError(f"pool_2d pools float32 or float64 tensors, got {x.dtype}")
-        *lead, h, w = x.type.shape
-        shape = (*lead, None if h is None else self.out_size(h, 0), None if w is None else self.out_size(w, 1))
+        shape = self.pooled_shape(x.type.shape)
         return Apply(self, [x], [TensorType(x.dtype, shape=shape)()])
 
     def perform(self, node, inputs, output_storage):
@@ -67,8 +72,7 @@ class Pool(_PoolBase):
         output_storage[0][0] = out.reshape((*x.shape[:-2], *out.shape[-2:]))
 
     def infer_shape(self, node, shapes):
-        *lead, h, w = shapes[0]
-        return [(*lead, self.out_size(h, 0), self.out_size(w, 1))]
+        return [self.pooled_shape(shapes[0])]
 
     def pullback(self, inputs, outputs, output_grads):
         (x,) = inputs

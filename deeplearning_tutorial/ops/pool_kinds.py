@@ -91,8 +91,7 @@ class StochasticPool(_PoolBase):
         seed = pt.as_tensor_variable(seed)
         if seed.ndim != 0 or not seed.dtype.startswith(("int", "uint")):
             raise TypeError(f"seed must be an integer scalar, got {seed.type}")
-        *lead, h, w = x.type.shape
-        shape = (*lead, None if h is None else self.out_size(h, 0), None if w is None else self.out_size(w, 1))
+        shape = self.pooled_shape(x.type.shape)
         return Apply(self, [x, seed.astype("int64")],
                      [TensorType(x.dtype, shape=shape)(), TensorType("int64", shape=shape)()])
 
@@ -104,8 +103,7 @@ class StochasticPool(_PoolBase):
         output_storage[1][0] = picked.reshape(shape)
 
     def infer_shape(self, node, shapes):
-        *lead, h, w = shapes[0]
-        shape = (*lead, self.out_size(h, 0), self.out_size(w, 1))
+        shape = self.pooled_shape(shapes[0])
         return [shape, shape]
 
     def connection_pattern(self, node):
@@ -155,8 +153,7 @@ class WeightedAveragePool(_PoolBase):
 
     def make_node(self, x):
         x = _float_tensor(x)
-        *lead, h, w = x.type.shape
-        shape = (*lead, None if h is None else self.out_size(h, 0), None if w is None else self.out_size(w, 1))
+        shape = self.pooled_shape(x.type.shape)
         return Apply(self, [x], [TensorType(x.dtype, shape=shape)()])
 
     def perform(self, node, inputs, output_storage):
@@ -165,8 +162,7 @@ class WeightedAveragePool(_PoolBase):
         output_storage[0][0] = out.reshape(x.shape[:-2] + out.shape[-2:])
 
     def infer_shape(self, node, shapes):
-        *lead, h, w = shapes[0]
-        return [(*lead, self.out_size(h, 0), self.out_size(w, 1))]
+        return [self.pooled_shape(shapes[0])]
 
     def pullback(self, inputs, outputs, output_grads):
         (x,), (out,), (g,) = inputs, outputs, output_grads

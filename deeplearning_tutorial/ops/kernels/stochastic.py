@@ -35,6 +35,15 @@ def window_uniform(seed, index):
 
 
 @kernels.inline
+def _whole_2x2_windows(rows, cols, wh, ww, sh, sw, oh, ow):
+    """How many rows and columns of windows take the unrolled path: the 2x2 windows that lie
+    wholly inside the image (none for other windows)."""
+    if wh != 2 or ww != 2 or rows < 2 or cols < 2:
+        return 0, 0
+    return min(oh, (rows - 2) // sh + 1), min(ow, (cols - 2) // sw + 1)
+
+
+@kernels.inline
 def _pick_in_2x2(a0, a1, a2, a3, u):
     """The general loop below for one whole 2x2 window (a0, a1 / a2, a3), with the same
     additions in the same order and no branch on the draw (a random branch is mispredicted
@@ -94,9 +103,7 @@ def _pick(x, seed, wh, ww, sh, sw, oh, ow):
     out = np.empty((n, oh, ow), x.dtype)
     picked = np.empty((n, oh, ow), np.int64)
     negative = np.zeros(n, np.bool_)
-    # the usual 2x2 windows that lie wholly inside the image take the unrolled path
-    whole_rows = min(oh, (rows - 2) // sh + 1) if wh == 2 and ww == 2 and rows >= 2 and cols >= 2 else 0
-    whole_cols = min(ow, (cols - 2) // sw + 1) if whole_rows > 0 else 0
+    whole_rows, whole_cols = _whole_2x2_windows(rows, cols, wh, ww, sh, sw, oh, ow)
     for b in numba.prange(n):
         lowest = x.dtype.type(0)
         draws = np.empty(whole_cols)
@@ -167,9 +174,7 @@ def _weighted_average(x, wh, ww, sh, sw, oh, ow):
     out = np.empty((n, oh, ow), x.dtype)
     negative = np.zeros(n, np.bool_)
     zero = x.dtype.type(0)
-    # the usual 2x2 windows that lie wholly inside the image take the unrolled path
-    whole_rows = min(oh, (rows - 2) // sh + 1) if wh == 2 and ww == 2 and rows >= 2 and cols >= 2 else 0
-    whole_cols = min(ow, (cols - 2) // sw + 1) if whole_rows > 0 else 0
+    whole_rows, whole_cols = _whole_2x2_windows(rows, cols, wh, ww, sh, sw, oh, ow)
     for b in numba.prange(n):
         lowest = zero
         for i in range(whole_rows):
