@@ -173,3 +173,38 @@ def test_full_and_half_padding_come_from_the_filter_size(border, expected):
     padded = np.pad(x, ((0, 0), (0, 0), (expected[0],) * 2, (expected[1],) * 2))
     np.testing.assert_array_equal(out, kernels.corr2d(padded, kern, ph=0, pw=0, sh=1, sw=1, dh=2, dw=2, groups=1,
                                                       flip=False, threads=1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("mode", ["sum", "average_inc_pad", "average_exc_pad"])
+@pytest.mark.parametrize("window, stride", [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((2, 3), (1, 3))])
+def test_sum_pooling_of_whole_windows_equals_the_general_path_to_the_bit(window, stride, mode, dtype):
+    """With the border ignored and no padding, sum and average pooling take a
+    row-at-a-time path; ``ignore_border=False`` on a size where every window is
+    whole takes the general one.  Same windows, same order of additions."""
+    rng = np.random.default_rng(3)
+    (wh, ww), (sh, sw) = window, stride
+    height, width = 2 * sh + wh, 3 * sw + ww  # windows fit exactly: no partial one at the border
+    x = rng.standard_normal((4, height, width)).astype(dtype)
+    geometry = dict(wh=wh, ww=ww, sh=sh, sw=sw, ph=0, pw=0, mode=kernels.POOL_MODES[mode], threads=2)
+    fast = kernels.pool(x, ignore_border=True, **geometry)
+    general = kernels.pool(x, ignore_border=False, **geometry)
+    assert fast.shape == general.shape == (4, 3, 4)
+    np.testing.assert_array_equal(fast, general)
+    windows = sliding_window_view(x, window, axis=(1, 2))[:, ::sh, ::sw]
+    reference = windows.sum(axis=(-2, -1)) / (1 if mode == "sum" else wh * ww)
+    np.testing.assert_allclose(fast, reference, rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("mode", ["sum", "average_exc_pad"])
+def test_tiled_sum_pooling_gradient_copies_each_windows_gradient_to_its_inputs(mode, dtype):
+    """2x2 windows tiling a 7x9 image (a last row and column in no window): each
+    input gets its window's gradient (divided by 4 for the average), those
+    outside every window 0, exactly."""
+    gz = np.random.default_rng(4).standard_normal((3, 3, 4)).astype(dtype)
+    gx = kernels.average_pool_grad(gz, 7, 9, **WINDOWS_2X2, ignore_border=True, mode=kernels.POOL_MODES[mode],
+                                   threads=2)
+    expected = np.zeros((3, 7, 9), dtype=dtype)
+    expected[:, :6, :8] = np.repeat(np.repeat(gz if mode == "sum" else gz / gz.dtype.type(4), 2, axis=1), 2, axis=2)
+    np.testing.assert_array_equal(gx, expected)

@@ -386,10 +386,43 @@ static int NAME(max_pool_full_windows)(const REAL *x, const struct pool_shape *s
     return status;
 }
 
+/* Sum and average pooling when every window lies inside the image: each output
+ * row accumulates its windows' inputs in pool_image's order (window row, then
+ * column), for all the row's windows at once (which vectorises), so the
+ * results are pool_image's to the bit. */
+static void NAME(sum_pool_full_windows)(const REAL *x, const struct pool_shape *s, int mode, int threads,
+                                        REAL *out)
+{
+    const REAL count = (REAL)(s->wh * s->ww);
+    #pragma omp parallel for num_threads(threads) if (threads > 1 && s->batch > 1) schedule(static)
+    for (int64_t b = 0; b < s->batch; b++) {
+        const REAL *image = x + b * s->height * s->width;
+        for (int64_t i = 0; i < s->oh; i++) {
+            REAL *o = out + (b * s->oh + i) * s->ow;
+            for (int64_t j = 0; j < s->ow; j++)
+                o[j] = 0;
+            for (int64_t u = 0; u < s->wh; u++) {
+                const REAL *row = image + (i * s->sh + u) * s->width;
+                for (int64_t v = 0; v < s->ww; v++)
+                    for (int64_t j = 0; j < s->ow; j++)
+                        o[j] += row[j * s->sw + v];
+            }
+            if (mode != DLT_SUM)
+                for (int64_t j = 0; j < s->ow; j++)
+                    o[j] /= count;
+        }
+    }
+}
+
 static int NAME(pool)(const REAL *x, const struct pool_shape *s, int mode, int threads, REAL *out)
 {
-    if (mode == DLT_MAX && s->ignore_border && s->ph == 0 && s->pw == 0)
+    const int full_windows = s->ignore_border && s->ph == 0 && s->pw == 0;
+    if (mode == DLT_MAX && full_windows)
         return NAME(max_pool_full_windows)(x, s, threads, out);
+    if (mode != DLT_MAX && full_windows) {
+        NAME(sum_pool_full_windows)(x, s, mode, threads, out);
+        return DLT_OK;
+    }
     #pragma omp parallel for num_threads(threads) if (threads > 1 && s->batch > 1) schedule(static)
     for (int64_t b = 0; b < s->batch; b++)
         NAME(pool_image)(x, s, mode, b, out);
@@ -462,13 +495,34 @@ static int NAME(max_pool_grad)(const REAL *x, const REAL *maxout, const REAL *gz
     return status;
 }
 
-/* Gradient of sum and average pooling: each window's gradient spread over its inputs. */
+/* Gradient of sum and average pooling: each window's gradient spread over its inputs.
+ * Windows that tile the image (stride = window, no padding, none partial) give
+ * each input the gradient of its one window, written a whole row at a time. */
 static int NAME(average_pool_grad)(const REAL *gz, const struct pool_shape *s, int mode, int threads, REAL *gx)
 {
+    const int tiled = s->wh == s->sh && s->ww == s->sw && s->ph == 0 && s->pw == 0
+                      && s->oh * s->sh <= s->height && s->ow * s->sw <= s->width;
+    const REAL count = (REAL)(s->wh * s->ww);
     #pragma omp parallel for num_threads(threads) if (threads > 1 && s->batch > 1) schedule(static)
     for (int64_t b = 0; b < s->batch; b++) {
         const REAL *grad = gz + b * s->oh * s->ow;
         REAL *dimage = gx + b * s->height * s->width;
+        if (tiled) {
+            const int64_t covered = s->ow * s->ww; /* columns inside the tiles */
+            for (int64_t i = 0; i < s->oh; i++) {
+                const REAL *g = grad + i * s->ow;
+                for (int64_t u = 0; u < s->wh; u++) {
+                    REAL *d = dimage + (i * s->wh + u) * s->width;
+                    for (int64_t j = 0; j < s->ow; j++)
+                        for (int64_t v = 0; v < s->ww; v++)
+                            d[j * s->ww + v] = mode == DLT_SUM ? g[j] : g[j] / count;
+                    for (int64_t xx = covered; xx < s->width; xx++)
+                        d[xx] = 0; /* beyond the last full window */
+                }
+            }
+            memset(dimage + s->oh * s->wh * s->width, 0, sizeof(REAL) * (s->height - s->oh * s->wh) * s->width);
+            continue;
+        }
         memset(dimage, 0, sizeof(REAL) * s->height * s->width);
         for (int64_t i = 0; i < s->oh; i++) {
             struct window r = window(i, s->wh, s->sh, s->ph, s->height);
