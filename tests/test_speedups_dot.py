@@ -142,3 +142,40 @@ def test_reversed_and_strided_operands_in_a_graph():
     rng = np.random.default_rng(6)
     xv, yv = rng.standard_normal((400, 800)), rng.standard_normal((400, 300))
     np.testing.assert_allclose(f(xv, yv), xv[::-1, ::2] @ yv[:, ::-1], rtol=1e-12, atol=1e-10)
+
+
+def _products(function):
+    return [node for node in function.maker.fgraph.toposort() if isinstance(node.op, Dot)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_exact_mode_hands_narrow_products_of_a_transpose_to_blas_the_other_way(dtype):
+    """``dot(m.T, narrow)`` becomes ``dot(narrow.T, m).T``: the same values to
+    the bit as PyTensor's own graph (the weight gradient of a 10-class layer)."""
+    m, narrow = pt.matrix(dtype=dtype), pt.matrix(dtype=dtype, shape=(None, 10))
+    exact = pytensor.function([m, narrow], pt.dot(m.T, narrow), mode=speedups.mode("NUMBA", exact=True))
+    plain = pytensor.function([m, narrow], pt.dot(m.T, narrow), mode="NUMBA")
+    (product,) = _products(exact)
+    assert product.inputs[0].type.shape == (10, None)  # narrow.T first
+    assert not any(isinstance(node.op, dot.SplitDot) for node in exact.maker.fgraph.toposort())
+    rng = np.random.default_rng(5)
+    mv, nv = rng.random((600, 784)).astype(dtype), rng.standard_normal((600, 10)).astype(dtype)
+    np.testing.assert_array_equal(exact(mv, nv), plain(mv, nv))
+    tol = {"float32": 1e-4, "float64": 1e-12}[dtype]
+    np.testing.assert_allclose(exact(mv, nv), mv.T.astype(np.float64) @ nv, rtol=tol, atol=tol * 600)
+
+
+def test_the_exact_mode_leaves_other_products_alone():
+    """Wide products, products without a transpose and products of unknown width
+    compile as in PyTensor's own mode; of two narrow matrices, the narrower goes
+    first, once (no swapping back and forth)."""
+    a, wide, unknown = pt.matrix("a"), pt.matrix("wide", shape=(None, 40)), pt.matrix("unknown")
+    narrow3, narrow5 = pt.matrix("narrow3", shape=(None, 3)), pt.matrix("narrow5", shape=(None, 5))
+    exact = speedups.mode("NUMBA", exact=True)
+    for output in (pt.dot(a.T, wide), pt.dot(a, narrow5), pt.dot(a.T, unknown)):
+        graphs = [pytensor.dprint(pytensor.function([a, wide, unknown, narrow5], output, mode=mode,
+                                                    on_unused_input="ignore"), file="str")
+                  for mode in (exact, "NUMBA")]
+        assert graphs[0] == graphs[1]
+    (product,) = _products(pytensor.function([narrow5, narrow3], pt.dot(narrow5.T, narrow3), mode=exact))
+    assert [v.type.shape for v in product.inputs] == [(3, None), (None, 5)]
