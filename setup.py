@@ -27,7 +27,7 @@ setup(
             "deeplearning_tutorial.ops.kernels._kernels",
             sources=["deeplearning_tutorial/ops/kernels/csrc/kernels.c"],
             depends=["deeplearning_tutorial/ops/kernels/csrc/kernels_impl.h"],
-            extra_compile_args=["-O3", "-fvisibility=hidden", *OPENMP],
+            extra_compile_args=["-O3", "-fno-math-errno", "-fvisibility=hidden", *OPENMP],
             extra_link_args=OPENMP,
         )
     ],

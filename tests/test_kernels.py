@@ -208,3 +208,29 @@ def test_tiled_sum_pooling_gradient_copies_each_windows_gradient_to_its_inputs(m
     expected = np.zeros((3, 7, 9), dtype=dtype)
     expected[:, :6, :8] = np.repeat(np.repeat(gz if mode == "sum" else gz / gz.dtype.type(4), 2, axis=1), 2, axis=2)
     np.testing.assert_array_equal(gx, expected)
+
+
+@pytest.mark.parametrize("window, stride", [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((2, 3), (1, 3))])
+def test_l2_pooling_and_its_gradient_match_numpy(window, stride):
+    """Forward: the root of each window's sum of squares.  Backward, for windows
+    that tile the image (a row at a time) or overlap (window by window): each
+    input ``a`` gets ``a * gz / out`` from every window holding it, nothing from
+    a window of zeros (the first one here)."""
+    rng = np.random.default_rng(8)
+    (wh, ww), (sh, sw) = window, stride
+    x = rng.standard_normal((3, 2 * sh + wh + 1, 3 * sw + ww + 1))  # a column (and a row) in no window
+    x[:, :wh, :ww] = 0
+    geometry = dict(wh=wh, ww=ww, sh=sh, sw=sw, ph=0, pw=0, ignore_border=True, threads=2)
+    out = kernels.pool(x, **geometry, mode=kernels.L2)
+    oh, ow = out.shape[1:]
+    windows = sliding_window_view(x, window, axis=(1, 2))[:, ::sh, ::sw][:, :oh, :ow]
+    np.testing.assert_allclose(out, np.sqrt((windows**2).sum(axis=(-2, -1))), rtol=1e-14)
+    gz = rng.standard_normal(out.shape)
+    expected = np.zeros_like(x)
+    for i in range(oh):
+        for j in range(ow):
+            if out[:, i, j].all():
+                block = (slice(None), slice(i * sh, i * sh + wh), slice(j * sw, j * sw + ww))
+                expected[block] += x[block] * (gz[:, i, j] / out[:, i, j])[:, None, None]
+    assert (out[:, 0, 0] == 0).all()
+    np.testing.assert_allclose(kernels.l2_pool_grad(x, out, gz, **geometry), expected, rtol=1e-13, atol=1e-15)

@@ -105,6 +105,14 @@ def test_l2_pool_gradient_is_zero_at_an_all_zero_window(mode):
     np.testing.assert_allclose(grad, [[0, 0, 0.6, 0], [0, 0, 0, -0.8]])
 
 
+@pytest.mark.parametrize("mode", ["CVM", "NUMBA"])
+def test_l2_pool_second_derivatives(mode):
+    """L2PoolGrad's own gradient (a graph of the same values), through a cubed norm."""
+    xv = np.random.default_rng(6).normal(size=(2, 1, 4, 6))
+    verify_grad(lambda x: pt.grad(pt.sum(pool_2d(x, (2, 3), ignore_border=True, stride=(1, 2), mode="l2") ** 3), x),
+                [xv], rng=np.random.default_rng(7), mode=mode)
+
+
 def test_pool_2d_lists_l2_among_its_modes():
     with pytest.raises(ValueError, match="'l2'"):
         pool_2d(pt.matrix(), (2, 2), ignore_border=True, mode="l3")

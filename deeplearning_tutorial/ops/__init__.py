@@ -30,7 +30,7 @@ from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradW
 from deeplearning_tutorial.ops.downsample import max_pool_2d
 from deeplearning_tutorial.ops.link.numba import dispatch as _numba_dispatch  # noqa: F401  (registers the NUMBA backend)
 from deeplearning_tutorial.ops.normalization import local_contrast_normalization
-from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool, pool_2d
+from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool, pool_2d
 from deeplearning_tutorial.ops.pool_kinds import (
     StochasticPool,
     StochasticPoolGrad,
@@ -67,4 +67,4 @@ elif importlib.util.find_spec("jax") is not None:
 
 __all__ = ["conv2d", "pool_2d", "max_pool_2d", "stochastic_pool_2d", "local_contrast_normalization",
            "Corr2d", "Corr2dGradWeights", "Corr2dGradInputs", "Pool", "MaxPoolGrad", "MaxPoolGradGrad",
-           "AveragePoolGrad", "StochasticPool", "StochasticPoolGrad", "WeightedAveragePool"]
+           "AveragePoolGrad", "L2PoolGrad", "StochasticPool", "StochasticPoolGrad", "WeightedAveragePool"]

@@ -2,7 +2,8 @@
 
 :class:`Pool` pools the last two axes of a tensor of any rank >= 2; its
 gradient is :class:`MaxPoolGrad` (every input equal to its window's maximum
-receives the window's gradient, as in Theano) or :class:`AveragePoolGrad`.
+receives the window's gradient, as in Theano), :class:`AveragePoolGrad` or,
+for the L2 pooling that Theano did not have, :class:`L2PoolGrad`.
 Both gradients have gradients of their own (:class:`MaxPoolGradGrad`, Theano's
 ``DownsampleFactorMaxGradGrad``, and pooling again), so Hessian-vector
 products through pooling work.
@@ -80,6 +81,8 @@ class Pool(_PoolBase):
         params = (self.ws, self.stride, self.pad, self.ignore_border, self.mode)
         if self.mode == "max":
             return [MaxPoolGrad(*params)(x, outputs[0], gz)]
+        if self.mode == "l2":
+            return [L2PoolGrad(*params)(x, outputs[0], gz)]
         return [AveragePoolGrad(*params)(x, gz)]
 
 
@@ -157,6 +160,38 @@ class AveragePoolGrad(_PoolBase):
         # the gradient is linear in gz: its adjoint is pooling g_gx the same way
         pool = Pool(self.ws, self.stride, self.pad, self.ignore_border, self.mode)
         return [DisconnectedType()(), pool(g_gx)]
+
+
+class L2PoolGrad(_PoolBase):
+    """Gradient of L2 pooling: inputs (x, pooled x, output gradient); each input ``a``
+    gets ``a * gz / out`` from every window holding it, 0 from a window whose result is 0."""
+
+    def make_node(self, x, out, gz):
+        x, out, gz = map(pt.as_tensor_variable, (x, out, gz))
+        return Apply(self, [x, out, gz.astype(x.dtype)], [x.type()])
+
+    def perform(self, node, inputs, output_storage):
+        x, out, gz = inputs
+        gx = kernels.l2_pool_grad(as_3d(x), as_3d(out), as_3d(gz), *self.window_params, self.ignore_border,
+                                  numba.get_num_threads())
+        output_storage[0][0] = gx.reshape(x.shape)
+
+    def infer_shape(self, node, shapes):
+        return [shapes[0]]
+
+    def pullback(self, inputs, outputs, output_grads):
+        x, out, gz = inputs
+        (g_gx,) = output_grads
+        # gx = x * spread(ratio), ratio = gz / out (0 where out is 0), spread = the sum
+        # pooling's gradient, whose adjoint is sum pooling itself
+        params = (self.ws, self.stride, self.pad, self.ignore_border, "sum")
+        nonzero = pt.neq(out, 0)
+        safe_out = pt.switch(nonzero, out, 1)
+        ratio = pt.switch(nonzero, gz / safe_out, 0)
+        g_ratio = Pool(*params)(x * g_gx)
+        return [g_gx * AveragePoolGrad(*params)(x, ratio),
+                pt.switch(nonzero, -g_ratio * gz / pt.sqr(safe_out), 0),
+                pt.switch(nonzero, g_ratio / safe_out, 0)]
 
 
 # Theano's warning for an unset ignore_border (its sentences on the GPU back end left out)
@@ -241,12 +276,8 @@ def pool_2d(input, ws=None, ignore_border=None, stride=None, pad=(0, 0), mode="m
     ws = _pair(ws, "ws")
     stride = ws if stride is None else _pair(stride, "stride")
     pad = _pair(pad, "pad")
-    if mode == "l2":
-        from deeplearning_tutorial.ops.pool_kinds import l2_pool
-
-        return l2_pool(input, ws, ignore_border, stride, pad)
     if mode not in kernels.POOL_MODES:
-        raise ValueError(f"mode must be one of {sorted([*kernels.POOL_MODES, 'l2'])}, got {mode!r}")
+        raise ValueError(f"mode must be one of {sorted(kernels.POOL_MODES)}, got {mode!r}")
     if min(ws) < 1:
         raise ValueError(f"ws must be >= 1, got {ws}")
     if min(stride) < 1:

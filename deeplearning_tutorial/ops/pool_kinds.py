@@ -6,11 +6,14 @@
     test = stochastic_pool_2d(x, (2, 2), deterministic=True)
 
 **L2 pooling** (``pool_2d(..., mode='l2')``, PyTorch's ``LPPool2d`` with
-p=2) outputs ``sqrt(sum of a**2 over the window)``.  It is a graph over sum
-pooling.  The norm is not differentiable where a window is all zeros (its
-gradient there would be 0/0); this module gives such windows the gradient 0,
-the smallest subgradient of the norm, instead of NaN.  The same holds where
-every square in a window underflows to 0 (float32 values below about 1e-23).
+p=2) outputs ``sqrt(sum of a**2 over the window)``: a mode of
+:class:`~deeplearning_tutorial.ops.pool.Pool`, whose kernels square and sum in
+one pass; its gradient is :class:`~deeplearning_tutorial.ops.pool.L2PoolGrad`,
+``a * gz / out`` for each input ``a``.  The norm is not differentiable where a
+window is all zeros (its gradient there would be 0/0); such windows get the
+gradient 0, the smallest subgradient of the norm, instead of NaN.  The same
+holds where every square in a window underflows to 0 (float32 values below
+about 1e-23).
 
 **Stochastic pooling** (Zeiler & Fergus, 2013, "Stochastic Pooling for
 Regularization of Deep Convolutional Neural Networks") is defined for
@@ -47,24 +50,10 @@ from deeplearning_tutorial.ops.kernels.stochastic import stochastic_pool, stocha
 from deeplearning_tutorial.ops.pool import _PoolBase, as_3d, pool_2d
 
 
-def _sqrt_with_zero_gradient_at_zero(s):
-    """sqrt(s) for s >= 0, whose gradient at s == 0 is 0 instead of infinite."""
-    positive = pt.gt(s, 0)
-    return pt.switch(positive, pt.sqrt(pt.switch(positive, s, 1)), 0)
-
-
 def _ratio_or_zero(numerator, denominator):
     """numerator / denominator, and 0 (with gradient 0) where the denominator is 0."""
     positive = pt.gt(denominator, 0)
     return pt.switch(positive, numerator / pt.switch(positive, denominator, 1), 0)
-
-
-def l2_pool(input, ws, ignore_border, stride, pad):
-    """``sqrt(sum(a**2))`` over each window: ``pool_2d(..., mode='l2')`` (see the module docstring)."""
-    input = pt.as_tensor_variable(input)
-    sums_of_squares = pool_2d(pt.sqr(input), ws, ignore_border=ignore_border, stride=stride, pad=pad,
-                              mode="sum")
-    return _sqrt_with_zero_gradient_at_zero(sums_of_squares)
 
 
 # ----------------------------------------------------------------------------

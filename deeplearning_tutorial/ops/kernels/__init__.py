@@ -41,9 +41,9 @@ except ImportError as error:  # pragma: no cover - an installation problem
     ) from error
 
 # Pooling modes, as the C kernels number them.
-MAX, SUM, AVERAGE_INC_PAD, AVERAGE_EXC_PAD = 0, 1, 2, 3
+MAX, SUM, AVERAGE_INC_PAD, AVERAGE_EXC_PAD, L2 = 0, 1, 2, 3, 4
 POOL_MODES = {"max": MAX, "sum": SUM, "average_inc_pad": AVERAGE_INC_PAD,
-              "average_exc_pad": AVERAGE_EXC_PAD}
+              "average_exc_pad": AVERAGE_EXC_PAD, "l2": L2}
 
 jit: Any = numba.njit(cache=True, nogil=True)  # numba's decorator, typed loosely for mypy
 # inlined into their callers at Numba's IR level: no separately compiled function
@@ -106,6 +106,7 @@ _c_pool = _c_function("dlt_pool", 2, 2)
 _c_max_pool_grad = _c_function("dlt_max_pool_grad", 4, 1)
 _c_max_pool_grad_grad = _c_function("dlt_max_pool_grad_grad", 4, 1)
 _c_average_pool_grad = _c_function("dlt_average_pool_grad", 2, 2)
+_c_l2_pool_grad = _c_function("dlt_l2_pool_grad", 4, 1)
 
 
 def struct_sizes() -> tuple[int, int]:
@@ -340,4 +341,19 @@ def average_pool_grad(gz, height, width, wh, ww, sh, sw, ph, pw, ignore_border, 
         raise ValueError("pool_2d gradient: the output gradient does not match the input's shape")
     gx = np.empty((batch, height, width), dtype=gz.dtype)
     _check_status(_c_average_pool_grad(_float_size(gz), gz.ctypes, gx.ctypes, _as_struct(shape), mode, threads))
+    return gx
+
+
+@jit
+def l2_pool_grad(x, out, gz, wh, ww, sh, sw, ph, pw, ignore_border, threads):
+    """Gradient of L2 pooling: each input ``a`` gets ``a * gz / out`` from every window
+    holding it, nothing from a window whose result is 0."""
+    x, out, gz = np.ascontiguousarray(x), np.ascontiguousarray(out), np.ascontiguousarray(gz)
+    batch, height, width = x.shape
+    shape = _pool_geometry(batch, height, width, wh, ww, sh, sw, ph, pw, ignore_border)
+    if out.shape != (batch, shape.oh, shape.ow) or gz.shape != out.shape:
+        raise ValueError("pool_2d gradient: the pooled input or its gradient does not match the input's shape")
+    gx = np.empty_like(x)
+    _check_status(_c_l2_pool_grad(_float_size(x, out, gz), x.ctypes, out.ctypes, gz.ctypes, gx.ctypes,
+                                  _as_struct(shape), threads))
     return gx

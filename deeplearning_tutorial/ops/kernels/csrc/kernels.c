@@ -14,6 +14,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ static int omp_get_thread_num(void) { return 0; }
 #define MAX_NAN(a, b) ((a) > (b) || (a) != (a) ? (a) : (b))
 
 enum { DLT_OK = 0, DLT_NO_MEMORY = 1, DLT_NO_BLAS = 2, DLT_BAD_ITEMSIZE = 3 };
-enum { DLT_MAX = 0, DLT_SUM = 1, DLT_AVERAGE_INC_PAD = 2, DLT_AVERAGE_EXC_PAD = 3 };
+enum { DLT_MAX = 0, DLT_SUM = 1, DLT_AVERAGE_INC_PAD = 2, DLT_AVERAGE_EXC_PAD = 3, DLT_L2 = 4 };
 
 /* The Fortran BLAS gemm, as scipy.linalg.cython_blas exports it. */
 typedef void sgemm_t(const char *, const char *, const int *, const int *, const int *, const float *,
@@ -143,18 +144,22 @@ static struct window window(int64_t index, int64_t size, int64_t stride, int64_t
 #define REAL float
 #define NAME(f) f##_f32
 #define GEMM sgemm
+#define SQRT sqrtf
 #include "kernels_impl.h"
 #undef REAL
 #undef NAME
 #undef GEMM
+#undef SQRT
 
 #define REAL double
 #define NAME(f) f##_f64
 #define GEMM dgemm
+#define SQRT sqrt
 #include "kernels_impl.h"
 #undef REAL
 #undef NAME
 #undef GEMM
+#undef SQRT
 
 /* Call the float32 or float64 version of a kernel; one that calls BLAS runs
  * with the BLAS single-threaded. */
@@ -204,7 +209,8 @@ EXPORT int dlt_corr2d_grad_inputs(int64_t itemsize, const void *kern, const void
     DISPATCH(itemsize, 1, corr2d_grad_inputs, kern, gout, s, (int)flip, (int)threads, dx);
 }
 
-/* out (b, oh, ow) = Theano's pooling of x (b, h, w) in mode DLT_MAX, DLT_SUM or DLT_AVERAGE_*. */
+/* out (b, oh, ow) = Theano's pooling of x (b, h, w) in mode DLT_MAX, DLT_SUM or DLT_AVERAGE_*,
+ * or the L2 pooling DLT_L2 (the root of each window's sum of squares). */
 EXPORT int dlt_pool(int64_t itemsize, const void *x, void *out, const struct pool_shape *s, int64_t mode,
                     int64_t threads)
 {
@@ -230,6 +236,13 @@ EXPORT int dlt_average_pool_grad(int64_t itemsize, const void *gz, void *gx, con
                                  int64_t mode, int64_t threads)
 {
     DISPATCH(itemsize, 0, average_pool_grad, gz, s, (int)mode, (int)threads, gx);
+}
+
+/* gx (b, h, w) = the gradient of L2 pooling, given its input, result and output gradient. */
+EXPORT int dlt_l2_pool_grad(int64_t itemsize, const void *x, const void *out, const void *gz, void *gx,
+                            const struct pool_shape *s, int64_t threads)
+{
+    DISPATCH(itemsize, 0, l2_pool_grad, x, out, gz, s, (int)threads, gx);
 }
 
 /* An importable (empty) Python module, so that the library is found, and

@@ -1,6 +1,6 @@
 /* The kernels for one element type, included once per type by kernels.c with
- * REAL (float or double), NAME(f) (the type-suffixed name of f) and GEMM (the
- * BLAS gemm of that type) defined.
+ * REAL (float or double), NAME(f) (the type-suffixed name of f), GEMM (the
+ * BLAS gemm of that type) and SQRT (the square root of that type) defined.
  *
  * Arrays are C-contiguous.  Convolution follows Theano's CorrMM: im2col
  * unrolls every receptive field into a column of a matrix, one BLAS product
@@ -325,12 +325,16 @@ static void NAME(pool_image)(const REAL *x, const struct pool_shape *s, int mode
             } else {
                 REAL total = 0;
                 for (int64_t y = r.first; y < r.last; y++)
-                    for (int64_t xx = c.first; xx < c.last; xx++)
-                        total += image[y * s->width + xx];
+                    for (int64_t xx = c.first; xx < c.last; xx++) {
+                        REAL value = image[y * s->width + xx];
+                        total += mode == DLT_L2 ? value * value : value;
+                    }
                 if (mode == DLT_AVERAGE_INC_PAD)
                     total /= (REAL)((r.end - r.start) * (c.end - c.start));
                 else if (mode == DLT_AVERAGE_EXC_PAD)
                     total /= (REAL)((r.last - r.first) * (c.last - c.first));
+                else if (mode == DLT_L2)
+                    total = SQRT(total);
                 result = total;
             }
             out[(b * s->oh + i) * s->ow + j] = result;
@@ -386,10 +390,10 @@ static int NAME(max_pool_full_windows)(const REAL *x, const struct pool_shape *s
     return status;
 }
 
-/* Sum and average pooling when every window lies inside the image: each output
- * row accumulates its windows' inputs in pool_image's order (window row, then
- * column), for all the row's windows at once (which vectorises), so the
- * results are pool_image's to the bit. */
+/* Sum, average and L2 pooling when every window lies inside the image: each
+ * output row accumulates its windows' inputs (their squares for L2) in
+ * pool_image's order (window row, then column), for all the row's windows at
+ * once (which vectorises), so the results are pool_image's to the bit. */
 static void NAME(sum_pool_full_windows)(const REAL *x, const struct pool_shape *s, int mode, int threads,
                                         REAL *out)
 {
@@ -403,11 +407,19 @@ static void NAME(sum_pool_full_windows)(const REAL *x, const struct pool_shape *
                 o[j] = 0;
             for (int64_t u = 0; u < s->wh; u++) {
                 const REAL *row = image + (i * s->sh + u) * s->width;
-                for (int64_t v = 0; v < s->ww; v++)
-                    for (int64_t j = 0; j < s->ow; j++)
-                        o[j] += row[j * s->sw + v];
+                for (int64_t v = 0; v < s->ww; v++) {
+                    if (mode == DLT_L2)
+                        for (int64_t j = 0; j < s->ow; j++)
+                            o[j] += row[j * s->sw + v] * row[j * s->sw + v];
+                    else
+                        for (int64_t j = 0; j < s->ow; j++)
+                            o[j] += row[j * s->sw + v];
+                }
             }
-            if (mode != DLT_SUM)
+            if (mode == DLT_L2)
+                for (int64_t j = 0; j < s->ow; j++)
+                    o[j] = SQRT(o[j]);
+            else if (mode != DLT_SUM)
                 for (int64_t j = 0; j < s->ow; j++)
                     o[j] /= count;
         }
@@ -540,6 +552,72 @@ static int NAME(average_pool_grad)(const REAL *gz, const struct pool_shape *s, i
         }
     }
     return DLT_OK;
+}
+
+/* Gradient of L2 pooling, out = sqrt(sum of the window's squares): each input x
+ * gets x * gz / out from every window holding it, nothing from a window whose
+ * result is 0 (all zeros, or squares that underflow), where the norm has no
+ * gradient.  Windows that tile the image: a whole row at a time. */
+static int NAME(l2_pool_grad)(const REAL *x, const REAL *out, const REAL *gz, const struct pool_shape *s,
+                              int threads, REAL *gx)
+{
+    const int tiled = s->wh == s->sh && s->ww == s->sw && s->ph == 0 && s->pw == 0
+                      && s->oh * s->sh <= s->height && s->ow * s->sw <= s->width;
+    const int64_t covered = s->ow * s->ww; /* columns inside the tiles */
+    int status = DLT_OK;
+    #pragma omp parallel num_threads(threads) if (threads > 1 && s->batch > 1)
+    {
+        REAL *row_ratio = tiled ? malloc(sizeof(REAL) * MAX(covered, 1)) : NULL;
+        int ok = !tiled || row_ratio;
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < s->batch; b++) {
+            const REAL *image = x + b * s->height * s->width;
+            const REAL *norm = out + b * s->oh * s->ow, *grad = gz + b * s->oh * s->ow;
+            REAL *dimage = gx + b * s->height * s->width;
+            if (!ok)
+                continue;
+            if (!tiled) {
+                memset(dimage, 0, sizeof(REAL) * s->height * s->width);
+                for (int64_t i = 0; i < s->oh; i++) {
+                    struct window r = window(i, s->wh, s->sh, s->ph, s->height);
+                    for (int64_t j = 0; j < s->ow; j++) {
+                        struct window c = window(j, s->ww, s->sw, s->pw, s->width);
+                        REAL n = norm[i * s->ow + j];
+                        if (n == 0)
+                            continue;
+                        REAL ratio = grad[i * s->ow + j] / n;
+                        for (int64_t y = r.first; y < r.last; y++)
+                            for (int64_t xx = c.first; xx < c.last; xx++)
+                                dimage[y * s->width + xx] += image[y * s->width + xx] * ratio;
+                    }
+                }
+                continue;
+            }
+            for (int64_t i = 0; i < s->oh; i++) {
+                for (int64_t j = 0; j < s->ow; j++) {
+                    REAL n = norm[i * s->ow + j];
+                    REAL ratio = n == 0 ? 0 : grad[i * s->ow + j] / n;
+                    for (int64_t v = 0; v < s->ww; v++)
+                        row_ratio[j * s->ww + v] = ratio;
+                }
+                for (int64_t y = i * s->wh; y < (i + 1) * s->wh; y++) {
+                    const REAL *in = image + y * s->width;
+                    REAL *d = dimage + y * s->width;
+                    for (int64_t xx = 0; xx < covered; xx++)
+                        d[xx] = in[xx] * row_ratio[xx];
+                    for (int64_t xx = covered; xx < s->width; xx++)
+                        d[xx] = 0; /* beyond the last full window */
+                }
+            }
+            memset(dimage + s->oh * s->wh * s->width, 0, sizeof(REAL) * (s->height - s->oh * s->wh) * s->width);
+        }
+        if (!ok) {
+            #pragma omp atomic write
+            status = DLT_NO_MEMORY;
+        }
+        free(row_ratio);
+    }
+    return status;
 }
 
 /* The gradient of max_pool_grad with respect to its output gradient (Theano's

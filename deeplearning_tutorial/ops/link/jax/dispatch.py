@@ -23,7 +23,7 @@ from pytensor.link.jax.dispatch import jax_funcify
 
 from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
-from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
+from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
 from deeplearning_tutorial.ops.pool_kinds import WeightedAveragePool
 
 
@@ -142,6 +142,8 @@ def _pooling(op):
         windows = _windows(op, *x.shape[-2:])
         if op.mode == "max":
             out = lax.reduce_window(x3, -jnp.inf, lax.max, **windows)
+        elif op.mode == "l2":
+            out = jnp.sqrt(lax.reduce_window(x3 * x3, 0.0, lax.add, **windows))
         else:
             out = lax.reduce_window(x3, 0.0, lax.add, **windows)
             if op.mode != "sum":
@@ -164,6 +166,17 @@ def jax_funcify_AveragePoolGrad(op, node, **kwargs):
         return jax.vjp(pool, jnp.zeros_like(x))[1](gz)[0]
 
     return average_pool_grad
+
+
+@jax_funcify.register(L2PoolGrad)
+def jax_funcify_L2PoolGrad(op, node, **kwargs):
+    sum_pool = _pooling(Pool(op.ws, op.stride, op.pad, op.ignore_border, "sum"))
+
+    def l2_pool_grad(x, out, gz):
+        ratio = jnp.where(out != 0, gz / jnp.where(out != 0, out, 1), 0)
+        return x * jax.vjp(sum_pool, jnp.zeros_like(x))[1](ratio.astype(x.dtype))[0]
+
+    return l2_pool_grad
 
 
 def _maxima(op, x, maxout):

@@ -18,7 +18,7 @@ from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops import pool as pool_module
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
 from deeplearning_tutorial.ops.kernels import stochastic
-from deeplearning_tutorial.ops.pool import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
+from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
 from deeplearning_tutorial.ops.pool import as_3d as pool_as_3d
 from deeplearning_tutorial.ops.pool_kinds import StochasticPool, StochasticPoolGrad, WeightedAveragePool
 
@@ -134,6 +134,17 @@ def numba_funcify_AveragePoolGrad(op, node, threads, **kwargs):
         return gx.reshape(x.shape)
 
     return average_pool_grad
+
+
+@_register(L2PoolGrad)
+def numba_funcify_L2PoolGrad(op, node, threads, **kwargs):
+    params, ignore_border = op.window_params, op.ignore_border
+
+    @numba_njit
+    def l2_pool_grad(x, out, gz):
+        return kernels.l2_pool_grad(as_3d(x), as_3d(out), as_3d(gz), *params, ignore_border, threads).reshape(x.shape)
+
+    return l2_pool_grad
 
 
 @_register(StochasticPool)
