@@ -145,6 +145,7 @@ def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool, s
     wall_before = earlier_record.get("wall_seconds", 0.0)
     earlier.write_text(json.dumps({**record, "wall_seconds": wall_before}))
     history_path.unlink(missing_ok=True)
+    environment = machine()  # before the run: the commit is the code that runs, even if HEAD moves meanwhile
     with open(log_path, "a" if resume else "w") as log, _signals_for_the_child() as child:
         # from here on a Ctrl-C is the tutorial's: say so only now
         print(f"running {' '.join(command[1:])} ({floatX}, {mode}); log: {log_path}", flush=True)
@@ -163,7 +164,7 @@ def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool, s
     result = result_of(json.loads(history_path.read_text()))
     return dict(program=program, seed=seed if seed is not None else ORIGINAL_SEED.get(program),
                 arguments=list(program_args), floatX=floatX, mode=mode, **result, wall_seconds=wall,
-                seconds_per_epoch=wall / max(result["epochs"], 1), **machine())
+                seconds_per_epoch=wall / max(result["epochs"], 1), **environment)
 
 
 def _checkpoint_left(workdir: Path, program: str, record: dict, earlier_record: dict,
@@ -314,12 +315,10 @@ def results_table(results: dict[str, dict]) -> str:
     for program, r in results.items():
         if r.get("arguments"):
             lines += ["", f"{program} ran with `{' '.join(r['arguments'])}`: not the published configuration."]
-    any_result = next(iter(results.values()))
-    lines += ["", f"Our runs: {any_result['cpu']}, {any_result['threads']} cores. Times are whole runs "
-                  "(start-up, compile and training).", ""]
+    lines += ["", "Our runs (times are whole runs: start-up, compile and training):", ""]
     for program, r in results.items():
-        lines.append(f"- {program}: PyTensor {r['pytensor']}, NumPy {r['numpy']}, Numba {r['numba']}, "
-                     f"Python {r['python']}, BLAS threads {r.get('blas_threads', 'default')}, "
+        lines.append(f"- {program}: {r['cpu']}, {r['threads']} cores; PyTensor {r['pytensor']}, NumPy {r['numpy']}, "
+                     f"Numba {r['numba']}, Python {r['python']}, BLAS threads {r.get('blas_threads', 'default')}, "
                      f"commit {r['git_commit']}")
     return "\n".join(lines) + "\n"
 
