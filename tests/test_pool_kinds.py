@@ -113,6 +113,14 @@ def test_l2_pool_second_derivatives(mode):
                 [xv], rng=np.random.default_rng(7), mode=mode)
 
 
+@pytest.mark.parametrize("mode", ["CVM", "NUMBA"])
+def test_deterministic_stochastic_pool_second_derivatives(mode):
+    """WeightedAveragePoolGrad's own gradient (the graph of sum poolings it equals)."""
+    xv = np.abs(np.random.default_rng(8).normal(size=(2, 1, 4, 6))) + 0.1
+    verify_grad(lambda x: pt.grad(pt.sum(stochastic_pool_2d(x, (2, 3), stride=(1, 2), deterministic=True) ** 3), x),
+                [xv], rng=np.random.default_rng(9), mode=mode)
+
+
 def test_pool_2d_lists_l2_among_its_modes():
     with pytest.raises(ValueError, match="'l2'"):
         pool_2d(pt.matrix(), (2, 2), ignore_border=True, mode="l3")

@@ -35,6 +35,7 @@ from deeplearning_tutorial.ops.pool_kinds import (
     StochasticPool,
     StochasticPoolGrad,
     WeightedAveragePool,
+    WeightedAveragePoolGrad,
     stochastic_pool_2d,
 )
 
@@ -67,4 +68,5 @@ elif importlib.util.find_spec("jax") is not None:
 
 __all__ = ["conv2d", "pool_2d", "max_pool_2d", "stochastic_pool_2d", "local_contrast_normalization",
            "Corr2d", "Corr2dGradWeights", "Corr2dGradInputs", "Pool", "MaxPoolGrad", "MaxPoolGradGrad",
-           "AveragePoolGrad", "L2PoolGrad", "StochasticPool", "StochasticPoolGrad", "WeightedAveragePool"]
+           "AveragePoolGrad", "L2PoolGrad", "StochasticPool", "StochasticPoolGrad", "WeightedAveragePool",
+           "WeightedAveragePoolGrad"]

@@ -42,11 +42,17 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType, grad_not_implemented
 from pytensor.graph.basic import Apply
+from pytensor.graph.replace import clone_replace
 from pytensor.tensor.random.variable import RandomGeneratorSharedVariable
 from pytensor.tensor.type import TensorType
 
 from deeplearning_tutorial.ops.conv import _pair
-from deeplearning_tutorial.ops.kernels.stochastic import stochastic_pool, stochastic_pool_grad, weighted_average_pool
+from deeplearning_tutorial.ops.kernels.stochastic import (
+    stochastic_pool,
+    stochastic_pool_grad,
+    weighted_average_pool,
+    weighted_average_pool_grad,
+)
 from deeplearning_tutorial.ops.pool import _PoolBase, as_3d, pool_2d
 
 
@@ -155,12 +161,44 @@ class WeightedAveragePool(_PoolBase):
 
     def pullback(self, inputs, outputs, output_grads):
         (x,), (out,), (g,) = inputs, outputs, output_grads
+        return [WeightedAveragePoolGrad(self.ws, self.stride, self.ignore_border)(x, out, g)]
+
+
+class WeightedAveragePoolGrad(_PoolBase):
+    """Gradient of :class:`WeightedAveragePool`: inputs (x, pooled x, output gradient);
+    ``d out / d a_k = (2 a_k - out) / sum(a)`` summed over the windows holding ``a_k``
+    (0 in windows of zeros), in one pass."""
+
+    def __init__(self, ws, stride, ignore_border):
+        super().__init__(ws, stride, (0, 0), ignore_border, "weighted_average")
+
+    def make_node(self, x, out, gz):
+        x, out, gz = map(pt.as_tensor_variable, (x, out, gz))
+        return Apply(self, [x, out, gz.astype(x.dtype)], [x.type()])
+
+    def perform(self, node, inputs, output_storage):
+        x, out, gz = inputs
+        gx = weighted_average_pool_grad(as_3d(x), as_3d(out), as_3d(gz), *self.ws, *self.stride)
+        output_storage[0][0] = gx.reshape(x.shape)
+
+    def infer_shape(self, node, shapes):
+        return [shapes[0]]
+
+    def as_graph(self, x, out, gz):
+        """The same gradient as a graph of sum poolings (used for its own gradient)."""
         pooling = dict(ws=self.ws, ignore_border=self.ignore_border, stride=self.stride, mode="sum")
         sums = pool_2d(x, **pooling)
         squares = pool_2d(pt.sqr(x), **pooling)
         # out = squares / sums: d out / d squares = 1 / sums, d out / d sums = -out / sums
-        g_squares = _ratio_or_zero(g, sums)
-        return [pytensor.grad(None, x, known_grads={squares: g_squares, sums: -g_squares * out})]
+        g_squares = _ratio_or_zero(gz, sums)
+        return pytensor.grad(None, x, known_grads={squares: g_squares, sums: -g_squares * out})
+
+    def pullback(self, inputs, outputs, output_grads):
+        # differentiate the graph on stand-ins for the inputs, which may depend on one another
+        stand_ins = [variable.type() for variable in inputs]
+        grads = pytensor.grad(None, stand_ins, known_grads={self.as_graph(*stand_ins): output_grads[0]},
+                              disconnected_inputs="ignore", null_gradients="return")
+        return clone_replace(grads, replace=dict(zip(stand_ins, inputs)))
 
 
 # ----------------------------------------------------------------------------

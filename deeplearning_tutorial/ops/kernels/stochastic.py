@@ -215,3 +215,29 @@ def weighted_average_pool(x, wh, ww, sh, sw, ignore_border):
     if negative.any():
         raise ValueError(NEGATIVE_ACTIVATION)
     return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def weighted_average_pool_grad(x, out, gz, wh, ww, sh, sw):
+    """Gradient of :func:`weighted_average_pool`: each input ``a`` gets
+    ``(2 a - out) * gz / sum(a)`` from every window holding it, nothing from a window of zeros."""
+    x, out, gz = np.ascontiguousarray(x), np.ascontiguousarray(out), np.ascontiguousarray(gz)
+    n, rows, cols = x.shape
+    oh, ow = out.shape[1:]
+    gx = np.zeros_like(x)
+    zero = x.dtype.type(0)
+    for b in numba.prange(n):
+        for i in range(oh):
+            r0, r1 = i * sh, min(i * sh + wh, rows)
+            for j in range(ow):
+                c0, c1 = j * sw, min(j * sw + ww, cols)
+                sums = zero
+                for r in range(r0, r1):
+                    for c in range(c0, c1):
+                        sums += x[b, r, c]
+                if sums > 0:
+                    ratio, average = gz[b, i, j] / sums, out[b, i, j]
+                    for r in range(r0, r1):
+                        for c in range(c0, c1):
+                            gx[b, r, c] += (2 * x[b, r, c] - average) * ratio
+    return gx

@@ -24,7 +24,7 @@ from pytensor.link.jax.dispatch import jax_funcify
 from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
-from deeplearning_tutorial.ops.pool_kinds import WeightedAveragePool
+from deeplearning_tutorial.ops.pool_kinds import WeightedAveragePool, WeightedAveragePoolGrad
 
 
 def _padding(op, kh: int, kw: int) -> tuple[int, int]:
@@ -226,8 +226,7 @@ def jax_funcify_MaxPoolGradGrad(op, node, **kwargs):
     return max_pool_grad_grad
 
 
-@jax_funcify.register(WeightedAveragePool)
-def jax_funcify_WeightedAveragePool(op, node, **kwargs):
+def _weighted_average_pooling(op):
     sum_pool = _pooling(Pool(op.ws, op.stride, op.pad, op.ignore_border, "sum"))
 
     def weighted_average_pool(x):  # no check for negative values: JAX has no run-time errors
@@ -236,3 +235,18 @@ def jax_funcify_WeightedAveragePool(op, node, **kwargs):
         return jnp.where(positive, squares / jnp.where(positive, sums, 1), 0).astype(x.dtype)
 
     return weighted_average_pool
+
+
+@jax_funcify.register(WeightedAveragePool)
+def jax_funcify_WeightedAveragePool(op, node, **kwargs):
+    return _weighted_average_pooling(op)
+
+
+@jax_funcify.register(WeightedAveragePoolGrad)
+def jax_funcify_WeightedAveragePoolGrad(op, node, **kwargs):
+    weighted_average_pool = _weighted_average_pooling(op)
+
+    def weighted_average_pool_grad(x, out, gz):
+        return jax.vjp(weighted_average_pool, x)[1](gz)[0]
+
+    return weighted_average_pool_grad

@@ -20,7 +20,12 @@ from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradW
 from deeplearning_tutorial.ops.kernels import stochastic
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
 from deeplearning_tutorial.ops.pool import as_3d as pool_as_3d
-from deeplearning_tutorial.ops.pool_kinds import StochasticPool, StochasticPoolGrad, WeightedAveragePool
+from deeplearning_tutorial.ops.pool_kinds import (
+    StochasticPool,
+    StochasticPoolGrad,
+    WeightedAveragePool,
+    WeightedAveragePoolGrad,
+)
 
 
 def source_hash(*sources: str) -> str:
@@ -182,3 +187,15 @@ def numba_funcify_WeightedAveragePool(op, node, threads, **kwargs):
         return out.reshape(x.shape[:-2] + out.shape[-2:])
 
     return weighted_average_pool_node
+
+
+@_register(WeightedAveragePoolGrad)
+def numba_funcify_WeightedAveragePoolGrad(op, node, threads, **kwargs):
+    wh, ww, sh, sw, _, _ = op.window_params
+
+    @numba_njit
+    def weighted_average_pool_grad_node(x, out, gz):
+        return stochastic.weighted_average_pool_grad(as_3d(x), as_3d(out), as_3d(gz), wh, ww, sh,
+                                                     sw).reshape(x.shape)
+
+    return weighted_average_pool_grad_node
