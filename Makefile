@@ -15,8 +15,11 @@ setup:
 run: setup
 	$(PYTHON) scripts/convolutional_mlp.py
 
+# the suite runs in TEST_WORKERS processes (pytest-xdist; 'auto': one per core):
+# most of a cold run is compiling graphs, one process per core at a time
+TEST_WORKERS ?= auto
 test: setup
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

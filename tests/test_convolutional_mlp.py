@@ -103,6 +103,7 @@ def final_lines(stdout: str) -> list[str]:
     return stdout.splitlines()[-2:]
 
 
+@pytest.mark.slow  # three LeNet compiles; test_mlp checks the same on the MLP in the default suite
 def test_interrupted_run_resumes_to_the_same_result(small_mnist, tmp_path):
     args = [SCRIPT, "--dataset", str(small_mnist), *SMALL]
     (tmp_path / "a").mkdir()

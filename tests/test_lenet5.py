@@ -145,6 +145,7 @@ def test_short_run_prints_the_tutorials_lines_and_saves_a_best_model(small_mnist
     assert (tmp_path / "lenet5.ckpt").exists()
 
 
+@pytest.mark.slow  # a LeNet-5 with stochastic pooling compiles for most of a minute; its Ops are tested alone
 def test_stochastic_subsampling_trains_and_evaluates_deterministically(small_mnist, tmp_path, capsys):
     with pytensor.config.change_flags(mode="CVM"):
         state = train_lenet5(dataset=str(small_mnist), n_epochs=1, subsampling="stochastic", c3_table="full",

@@ -64,7 +64,7 @@ FINAL_LINES = [
 ]
 
 
-@pytest.mark.parametrize("floatX", ["float64", "float32"])
+@pytest.mark.parametrize("floatX", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
 def test_full_run_reproduces_the_published_result(floatX, mnist_path, tmp_path):
     result = run_python(str(REPO / "scripts" / "logistic_sgd.py"), cwd=tmp_path,
                         env={"PYTENSOR_FLAGS": f"floatX={floatX}"})

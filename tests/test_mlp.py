@@ -111,7 +111,7 @@ def start(small_mnist, tmp_path, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_sigterm_stops_like_ctrl_c_and_the_checkpoint_is_kept(small_mnist, tmp_path):
+def test_sigterm_stops_like_ctrl_c_and_the_run_resumes_to_the_same_result(small_mnist, tmp_path):
     process = start(small_mnist, tmp_path)
     seen = []
     for line in process.stdout:
@@ -135,6 +135,14 @@ def test_sigterm_stops_like_ctrl_c_and_the_checkpoint_is_kept(small_mnist, tmp_p
                          cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming mlp.ckpt" in resumed.stderr and "Optimization complete." in resumed.stdout
+    # the two parts print exactly the lines of a run that was never stopped
+    (tmp_path / "whole").mkdir()
+    whole = run_python(str(REPO / "scripts" / "mlp.py"), "--dataset", str(small_mnist), *SMALL,
+                       cwd=tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    assert resumed.stdout.splitlines()[-1] == whole.stdout.splitlines()[-1]
+    parts = [line for line in (stdout + resumed.stdout).splitlines() if "error" in line and "Interrupted" not in line]
+    assert parts == [line for line in whole.stdout.splitlines() if "error" in line]
 
 
 def test_ctrl_c_before_training_exits_130_without_a_traceback(small_mnist, tmp_path):
