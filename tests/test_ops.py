@@ -305,7 +305,7 @@ def assert_falls(costs):
     assert costs[-1] < costs[0] - 0.05, costs
 
 
-@pytest.mark.parametrize("mode", ["NUMBA", "CVM"])
+@pytest.mark.parametrize("mode", ["NUMBA", pytest.param("CVM", marks=pytest.mark.slow)])  # CVM: gcc, cold
 def test_two_conv_pool_layers_train_with_givens_and_sgd(mode):
     rng = np.random.default_rng(0)
     images = pytensor.shared(rng.random((40, 784)).astype(pytensor.config.floatX))

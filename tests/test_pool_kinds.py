@@ -105,7 +105,7 @@ def test_l2_pool_gradient_is_zero_at_an_all_zero_window(mode):
     np.testing.assert_allclose(grad, [[0, 0, 0.6, 0], [0, 0, 0, -0.8]])
 
 
-@pytest.mark.parametrize("mode", ["CVM", "NUMBA"])
+@pytest.mark.parametrize("mode", ["NUMBA", pytest.param("CVM", marks=pytest.mark.slow)])
 def test_l2_pool_second_derivatives(mode):
     """L2PoolGrad's own gradient (a graph of the same values), through a cubed norm."""
     xv = np.random.default_rng(6).normal(size=(2, 1, 4, 6))
@@ -113,7 +113,7 @@ def test_l2_pool_second_derivatives(mode):
                 [xv], rng=np.random.default_rng(7), mode=mode)
 
 
-@pytest.mark.parametrize("mode", ["CVM", "NUMBA"])
+@pytest.mark.parametrize("mode", ["NUMBA", pytest.param("CVM", marks=pytest.mark.slow)])
 def test_deterministic_stochastic_pool_second_derivatives(mode):
     """WeightedAveragePoolGrad's own gradient (the graph of sum poolings it equals)."""
     xv = np.abs(np.random.default_rng(8).normal(size=(2, 1, 4, 6))) + 0.1

@@ -226,10 +226,24 @@ def weighted_average_pool_grad(x, out, gz, wh, ww, sh, sw):
     oh, ow = out.shape[1:]
     gx = np.zeros_like(x)
     zero = x.dtype.type(0)
+    whole_rows, whole_cols = _whole_2x2_windows(rows, cols, wh, ww, sh, sw, oh, ow)
     for b in numba.prange(n):
+        for i in range(whole_rows):
+            r0 = i * sh
+            for j in range(whole_cols):
+                c0 = j * sw
+                a0, a1 = x[b, r0, c0], x[b, r0, c0 + 1]
+                a2, a3 = x[b, r0 + 1, c0], x[b, r0 + 1, c0 + 1]
+                sums = ((a0 + a1) + a2) + a3
+                if sums > 0:
+                    ratio, average = gz[b, i, j] / sums, out[b, i, j]
+                    gx[b, r0, c0] += (2 * a0 - average) * ratio
+                    gx[b, r0, c0 + 1] += (2 * a1 - average) * ratio
+                    gx[b, r0 + 1, c0] += (2 * a2 - average) * ratio
+                    gx[b, r0 + 1, c0 + 1] += (2 * a3 - average) * ratio
         for i in range(oh):
             r0, r1 = i * sh, min(i * sh + wh, rows)
-            for j in range(ow):
+            for j in range(whole_cols if i < whole_rows else 0, ow):
                 c0, c1 = j * sw, min(j * sw + ww, cols)
                 sums = zero
                 for r in range(r0, r1):
