@@ -16,10 +16,11 @@ run: setup
 	$(PYTHON) scripts/convolutional_mlp.py
 
 # the suite runs in TEST_WORKERS processes (pytest-xdist; 'auto': one per core):
-# most of a cold run is compiling graphs, one process per core at a time
+# most of a cold run is compiling graphs, one process per core at a time;
+# tests marked xdist_group share a process (and their module's fixtures)
 TEST_WORKERS ?= auto
 test: setup
-	$(PYTHON) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

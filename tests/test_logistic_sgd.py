@@ -13,6 +13,7 @@ import pytensor.tensor as pt
 import pytest
 from conftest import REPO, run_python
 
+from deeplearning_tutorial import logistic_sgd
 from deeplearning_tutorial.logistic_sgd import LogisticRegression
 
 
@@ -64,7 +65,18 @@ FINAL_LINES = [
 ]
 
 
-@pytest.mark.parametrize("floatX", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
+def test_first_epoch_prints_the_published_digits(mnist_path, tmp_path, monkeypatch, capsys):
+    """The full run's first lines, digit for digit (the whole run is the slow test below)."""
+    monkeypatch.chdir(tmp_path)
+    logistic_sgd.sgd_optimization_mnist(n_epochs=1, dataset=str(mnist_path))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:5] == ["... loading data", "... building the model", "... training the model",
+                         "epoch 1, minibatch 83/83, validation error 12.458333 %",
+                         "     epoch 1, minibatch 83/83, test error of best model 12.375000 %"]
+
+
+@pytest.mark.slow  # 74 epochs and a second process; the first epoch's digits are checked above
+@pytest.mark.parametrize("floatX", ["float64", "float32"])
 def test_full_run_reproduces_the_published_result(floatX, mnist_path, tmp_path):
     result = run_python(str(REPO / "scripts" / "logistic_sgd.py"), cwd=tmp_path,
                         env={"PYTENSOR_FLAGS": f"floatX={floatX}"})
@@ -120,7 +132,6 @@ def test_help_lists_every_parameter(tmp_path):
 
 
 def test_a_full_disk_while_pickling_the_best_model_names_the_real_file(small_mnist, tmp_path, monkeypatch):
-    from deeplearning_tutorial import logistic_sgd
     from deeplearning_tutorial.checkpoints import RunFileError
 
     monkeypatch.chdir(tmp_path)
