@@ -17,10 +17,10 @@ run: setup
 
 # the suite runs in TEST_WORKERS processes (pytest-xdist; 'auto': one per core):
 # most of a cold run is compiling graphs, one process per core at a time;
-# tests marked xdist_group share a process (and their module's fixtures)
+# each test file runs in one process, so its module fixtures run once
 TEST_WORKERS ?= auto
 test: setup
-	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

@@ -15,9 +15,6 @@ from conftest import REPO, run_python
 
 from deeplearning_tutorial import datasets, tune
 
-# one worker runs this module under pytest-xdist, so its study fixtures run once
-pytestmark = pytest.mark.xdist_group("tune")
-
 STUDY = """
 name = "{name}"
 program = "logistic_sgd"
