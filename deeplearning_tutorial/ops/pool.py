@@ -12,6 +12,7 @@ products through pooling work.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numba
 import numpy as np
@@ -86,21 +87,32 @@ class Pool(_PoolBase):
         return [AveragePoolGrad(*params)(x, gz)]
 
 
-class MaxPoolGrad(_PoolBase):
-    """Gradient of max pooling: inputs (x, pooled x, output gradient)."""
+class GradOfPooled(_PoolBase):
+    """A pooling's gradient from its input, a result of the pooling and the output gradient:
+    inputs (x, pooled x or what the pooling picked, output gradient), output shaped like x.
+    Subclasses name the ``kernel`` that takes the three as (batch, h, w) arrays and the
+    window parameters, or define their own ``perform``."""
 
-    def make_node(self, x, maxout, gz):
-        x, maxout, gz = map(pt.as_tensor_variable, (x, maxout, gz))
-        return Apply(self, [x, maxout, gz.astype(x.dtype)], [x.type()])
+    kernel: Any = None
+
+    def make_node(self, x, pooled, gz):
+        x, pooled, gz = map(pt.as_tensor_variable, (x, pooled, gz))
+        return Apply(self, [x, pooled, gz.astype(x.dtype)], [x.type()])
 
     def perform(self, node, inputs, output_storage):
-        x, maxout, gz = inputs
-        gx = kernels.max_pool_grad(as_3d(x), as_3d(maxout), as_3d(gz), *self.window_params, self.ignore_border,
-                                   numba.get_num_threads())
+        x, pooled, gz = inputs
+        gx = type(self).kernel(as_3d(x), as_3d(pooled), as_3d(gz), *self.window_params, self.ignore_border,
+                               numba.get_num_threads())
         output_storage[0][0] = gx.reshape(x.shape)
 
     def infer_shape(self, node, shapes):
         return [shapes[0]]
+
+
+class MaxPoolGrad(GradOfPooled):
+    """Gradient of max pooling: inputs (x, pooled x, output gradient)."""
+
+    kernel = kernels.max_pool_grad
 
     def pullback(self, inputs, outputs, output_grads):
         x, maxout, gz = inputs
@@ -162,22 +174,11 @@ class AveragePoolGrad(_PoolBase):
         return [DisconnectedType()(), pool(g_gx)]
 
 
-class L2PoolGrad(_PoolBase):
+class L2PoolGrad(GradOfPooled):
     """Gradient of L2 pooling: inputs (x, pooled x, output gradient); each input ``a``
     gets ``a * gz / out`` from every window holding it, 0 from a window whose result is 0."""
 
-    def make_node(self, x, out, gz):
-        x, out, gz = map(pt.as_tensor_variable, (x, out, gz))
-        return Apply(self, [x, out, gz.astype(x.dtype)], [x.type()])
-
-    def perform(self, node, inputs, output_storage):
-        x, out, gz = inputs
-        gx = kernels.l2_pool_grad(as_3d(x), as_3d(out), as_3d(gz), *self.window_params, self.ignore_border,
-                                  numba.get_num_threads())
-        output_storage[0][0] = gx.reshape(x.shape)
-
-    def infer_shape(self, node, shapes):
-        return [shapes[0]]
+    kernel = kernels.l2_pool_grad
 
     def pullback(self, inputs, outputs, output_grads):
         x, out, gz = inputs

@@ -53,7 +53,7 @@ from deeplearning_tutorial.ops.kernels.stochastic import (
     weighted_average_pool,
     weighted_average_pool_grad,
 )
-from deeplearning_tutorial.ops.pool import _PoolBase, as_3d, pool_2d
+from deeplearning_tutorial.ops.pool import GradOfPooled, _PoolBase, as_3d, pool_2d
 
 
 def _ratio_or_zero(numerator, denominator):
@@ -110,23 +110,16 @@ class StochasticPool(_PoolBase):
         return [grad, DisconnectedType()()]
 
 
-class StochasticPoolGrad(_PoolBase):
+class StochasticPoolGrad(GradOfPooled):
     """Gradient of stochastic pooling: inputs (x for the shape, picked indices, output gradient)."""
 
     def __init__(self, ws, stride, ignore_border):
         super().__init__(ws, stride, (0, 0), ignore_border, "stochastic")
 
-    def make_node(self, x, picked, gz):
-        x, picked, gz = map(pt.as_tensor_variable, (x, picked, gz))
-        return Apply(self, [x, picked, gz.astype(x.dtype)], [x.type()])
-
     def perform(self, node, inputs, output_storage):
         x, picked, gz = inputs
         gx = stochastic_pool_grad(as_3d(picked), as_3d(gz), x.shape[-2], x.shape[-1])
         output_storage[0][0] = gx.reshape(x.shape)
-
-    def infer_shape(self, node, shapes):
-        return [shapes[0]]
 
     def connection_pattern(self, node):
         return [[False], [False], [True]]
@@ -164,7 +157,7 @@ class WeightedAveragePool(_PoolBase):
         return [WeightedAveragePoolGrad(self.ws, self.stride, self.ignore_border)(x, out, g)]
 
 
-class WeightedAveragePoolGrad(_PoolBase):
+class WeightedAveragePoolGrad(GradOfPooled):
     """Gradient of :class:`WeightedAveragePool`: inputs (x, pooled x, output gradient);
     ``d out / d a_k = (2 a_k - out) / sum(a)`` summed over the windows holding ``a_k``
     (0 in windows of zeros), in one pass."""
@@ -172,17 +165,10 @@ class WeightedAveragePoolGrad(_PoolBase):
     def __init__(self, ws, stride, ignore_border):
         super().__init__(ws, stride, (0, 0), ignore_border, "weighted_average")
 
-    def make_node(self, x, out, gz):
-        x, out, gz = map(pt.as_tensor_variable, (x, out, gz))
-        return Apply(self, [x, out, gz.astype(x.dtype)], [x.type()])
-
     def perform(self, node, inputs, output_storage):
         x, out, gz = inputs
         gx = weighted_average_pool_grad(as_3d(x), as_3d(out), as_3d(gz), *self.ws, *self.stride)
         output_storage[0][0] = gx.reshape(x.shape)
-
-    def infer_shape(self, node, shapes):
-        return [shapes[0]]
 
     def as_graph(self, x, out, gz):
         """The same gradient as a graph of sum poolings (used for its own gradient)."""

@@ -141,6 +141,14 @@ static struct window window(int64_t index, int64_t size, int64_t stride, int64_t
     return w;
 }
 
+/* Whether the windows tile the image: stride = window, no padding, none partial.
+ * Each input is then in one window at most, and the gradients go a row at a time. */
+static int tiles(const struct pool_shape *s)
+{
+    return s->wh == s->sh && s->ww == s->sw && s->ph == 0 && s->pw == 0
+           && s->oh * s->sh <= s->height && s->ow * s->sw <= s->width;
+}
+
 #define REAL float
 #define NAME(f) f##_f32
 #define GEMM sgemm

@@ -445,11 +445,9 @@ static int NAME(pool)(const REAL *x, const struct pool_shape *s, int mode, int t
 static int NAME(max_pool_grad)(const REAL *x, const REAL *maxout, const REAL *gz, const struct pool_shape *s,
                                int threads, REAL *gx)
 {
-    /* Windows that tile the image (stride = window, no padding, none partial):
-     * each input is in one window at most, so its gradient is a branch-free
-     * select between the window's gradient and zero, a whole row at a time. */
-    const int tiled = s->wh == s->sh && s->ww == s->sw && s->ph == 0 && s->pw == 0
-                      && s->oh * s->sh <= s->height && s->ow * s->sw <= s->width;
+    /* Windows that tile the image: each input's gradient is a branch-free
+     * select between its window's gradient and zero, a whole row at a time. */
+    const int tiled = tiles(s);
     const int64_t covered = s->ow * s->ww; /* columns inside the tiles */
     int status = DLT_OK;
     #pragma omp parallel num_threads(threads) if (threads > 1 && s->batch > 1)
@@ -512,8 +510,7 @@ static int NAME(max_pool_grad)(const REAL *x, const REAL *maxout, const REAL *gz
  * each input the gradient of its one window, written a whole row at a time. */
 static int NAME(average_pool_grad)(const REAL *gz, const struct pool_shape *s, int mode, int threads, REAL *gx)
 {
-    const int tiled = s->wh == s->sh && s->ww == s->sw && s->ph == 0 && s->pw == 0
-                      && s->oh * s->sh <= s->height && s->ow * s->sw <= s->width;
+    const int tiled = tiles(s);
     const REAL count = (REAL)(s->wh * s->ww);
     #pragma omp parallel for num_threads(threads) if (threads > 1 && s->batch > 1) schedule(static)
     for (int64_t b = 0; b < s->batch; b++) {
@@ -561,8 +558,7 @@ static int NAME(average_pool_grad)(const REAL *gz, const struct pool_shape *s, i
 static int NAME(l2_pool_grad)(const REAL *x, const REAL *out, const REAL *gz, const struct pool_shape *s,
                               int threads, REAL *gx)
 {
-    const int tiled = s->wh == s->sh && s->ww == s->sw && s->ph == 0 && s->pw == 0
-                      && s->oh * s->sh <= s->height && s->ow * s->sw <= s->width;
+    const int tiled = tiles(s);
     const int64_t covered = s->ow * s->ww; /* columns inside the tiles */
     int status = DLT_OK;
     #pragma omp parallel num_threads(threads) if (threads > 1 && s->batch > 1)
