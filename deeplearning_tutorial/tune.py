@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib
 import inspect
@@ -633,8 +634,12 @@ def worker_environment(threads_per_trial: int) -> dict[str, str]:
 
     Numba reads ``NUMBA_NUM_THREADS`` once, when it is imported, and OpenMP
     and the BLAS libraries read theirs when they load, so they are set for the
-    process before it starts (Dask itself would give them 1).  The standalone
-    equivalent of a trial is the program run with the same variables.
+    process before it starts: :func:`local_cluster` makes them Dask's
+    ``distributed.nanny.pre-spawn-environ`` in place of Dask's own (which
+    gives 1 thread, and a ``MALLOC_TRIM_THRESHOLD_`` that would undo
+    :func:`dask_setup`'s :func:`~deeplearning_tutorial.speedups.keep_freed_memory`).
+    The standalone equivalent of a trial is the program run with the same
+    variables.
     """
     threads = str(threads_per_trial)
     return {variable: threads for variable in
@@ -672,10 +677,47 @@ def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1,
     for name, value in (("workers", workers), ("threads_per_trial", threads_per_trial), ("retries", retries)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (name != "retries"):
             raise ValueError(f"{name} must be an integer >= {int(name != 'retries')}, got {value!r}")
-    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries,
+                          "distributed.nanny.pre-spawn-environ": worker_environment(threads_per_trial)}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            env=worker_environment(threads_per_trial),
-                            preload=[__name__], dashboard_address=":8787" if dashboard else None)
+                            worker_class=_environment_keeping_nanny(), preload=[__name__],
+                            dashboard_address=":8787" if dashboard else None)
+
+
+@functools.cache
+def _environment_keeping_nanny() -> type:
+    """Dask's ``Nanny``, except that the environment of the process it lives in is put back
+    once it has started (or restarted) its worker.
+
+    Before it starts a worker process, a Nanny writes its pre-spawn variables
+    into its own process's environment, for the worker to inherit them; the
+    Nannies of a ``LocalCluster`` live in the caller's process, which would
+    keep them for good (and pass them to every program it starts).  The
+    Nannies of a cluster start their workers concurrently, in one event loop:
+    the environment is saved when the first begins and put back when the
+    last has ended.
+    """
+    from distributed import Nanny
+
+    class EnvironmentKeepingNanny(Nanny):
+        starting = 0  # Nannies starting a worker now
+        saved_environment: dict[str, str] = {}
+
+        async def instantiate(self):
+            cls = EnvironmentKeepingNanny
+            if cls.starting == 0:
+                cls.saved_environment = dict(os.environ)
+            cls.starting += 1
+            try:
+                return await super().instantiate()
+            finally:
+                cls.starting -= 1
+                if cls.starting == 0:
+                    for added in os.environ.keys() - cls.saved_environment.keys():
+                        del os.environ[added]
+                    os.environ.update(cls.saved_environment)
+
+    return EnvironmentKeepingNanny
 
 
 FINISHED = ("done", "failed")  # what --resume does not run again; "lost" trials it does

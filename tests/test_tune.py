@@ -36,7 +36,17 @@ def tiny_mnist(mnist, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client():
+def environment_before_the_cluster() -> dict[str, str]:
+    return environment()
+
+
+def environment() -> dict[str, str]:
+    """This process's environment, less the variable in which pytest names the running test."""
+    return {name: value for name, value in os.environ.items() if name != "PYTEST_CURRENT_TEST"}
+
+
+@pytest.fixture(scope="module")
+def client(environment_before_the_cluster):
     """A LocalCluster of two single-threaded worker processes; a dead worker's trial is not retried."""
     from distributed import Client
 
@@ -154,6 +164,14 @@ def test_a_killed_worker_costs_only_its_trial(client, tiny_mnist, tmp_path):
     assert [(r["id"], r["status"]) for r in lines][-1] == (victim.id, "done") and len(lines) == 3
     logs = sorted(p.name for p in (out / "kill" / "logs").iterdir())
     assert logs == sorted(f"{t.id}.log" for t in (victim, bystander))
+
+
+def test_the_cluster_sets_the_workers_environment_not_the_callers(client, environment_before_the_cluster):
+    # after test_a_killed_worker_costs_only_its_trial: a restarted worker has left nothing either
+    assert environment() == environment_before_the_cluster
+    for worker_environment in client.run(lambda: dict(os.environ)).values():
+        assert worker_environment.items() >= tune.worker_environment(1).items()
+        assert "MALLOC_TRIM_THRESHOLD_" not in worker_environment  # Dask's, which keep_freed_memory respects
 
 
 def study_error(tmp_path: Path, text: str) -> str:
