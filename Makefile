@@ -17,7 +17,9 @@ run: setup
 
 # the suite runs in TEST_WORKERS processes (pytest-xdist; 'auto': one per core):
 # most of a cold run is compiling graphs, one process per core at a time;
-# each test file runs in one process, so its module fixtures run once
+# each test file runs in one process, so its module fixtures run once; each process
+# gets its share of the cores' threads (tests/conftest.py), as threads beyond the cores
+# wait for each other
 TEST_WORKERS ?= auto
 test: setup
 	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)

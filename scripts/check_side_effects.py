@@ -62,7 +62,8 @@ def tanh_dot_bits() -> str:
 
 def record() -> dict:
     return {
-        "threads": {lib["filepath"]: lib["num_threads"] for lib in threadpoolctl.threadpool_info()},
+        "threads": {lib["filepath"]: (lib["internal_api"], lib["num_threads"])
+                    for lib in threadpoolctl.threadpool_info()},
         "environment": dict(os.environ),
         "tanh_dot_bits": tanh_dot_bits(),
         "freed_memory_returns": freed_memory_returns(),
@@ -81,11 +82,26 @@ def use_the_package() -> None:
     f(rng.standard_normal((64, 3, 28, 28), dtype=np.float32), rng.standard_normal((8, 3, 5, 5), dtype=np.float32))
 
 
+# the variables a library takes its thread count from when it loads, the first one set;
+# OpenMP's is set by Numba's OpenMP threading layer, to Numba's count
+THREAD_VARIABLES = {"openblas": ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"),
+                    "mkl": ("MKL_NUM_THREADS", "OMP_NUM_THREADS"),
+                    "blis": ("BLIS_NUM_THREADS", "OMP_NUM_THREADS"),
+                    "openmp": ("NUMBA_NUM_THREADS",)}
+
+
+def default_threads(internal_api: str) -> int:
+    """The thread count a library starts with: its environment variable's, else one per core."""
+    for variable in THREAD_VARIABLES.get(internal_api, ()):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return len(os.sched_getaffinity(0))
+
+
 def thread_differences(before: dict, after: dict) -> dict:
-    """Libraries whose thread count changed, and newly loaded ones not at the core count."""
-    cores = len(os.sched_getaffinity(0))
-    return {path: {"before": before.get(path), "after": count} for path, count in after.items()
-            if before.get(path, cores) != count}
+    """Libraries whose thread count changed, and newly loaded ones not at their default count."""
+    return {path: {"before": before.get(path), "after": count} for path, (api, count) in after.items()
+            if before.get(path, (api, default_threads(api))) != (api, count)}
 
 
 def main() -> int:
