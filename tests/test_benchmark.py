@@ -24,3 +24,22 @@ def test_build_uses_the_tutorials_builder(mnist_path, capsys):
     assert float(model.train_model(0)) < cost
     assert 0.0 <= float(model.validate_model(0)) <= 1.0
     assert "... building the model" in capsys.readouterr().out
+
+
+def test_profile_nodes_runs_the_training_graph_node_by_node(mnist_path):
+    import profile_nodes
+
+    model = benchmark.build("logistic")
+    model.train_model(0)  # weights away from zero
+    before = [param.get_value() for param in model.params]
+    rows, whole, outputs = profile_nodes.profile(model.train_model, "NUMBA", repeats=2)
+    assert len(rows) == len(model.train_model.maker.fgraph.apply_nodes) and whole > 0
+    assert all(row["seconds"] > 0 for row in rows)
+    assert any(row["op"] == "SplitDot" or "Dot" in row["op"] for row in rows)
+    # node by node, from the weights before the timed calls: the cost and the updated weights of one call
+    for param, value in zip(model.params, before):
+        param.set_value(value)
+    cost = model.train_model(0)
+    np.testing.assert_allclose(outputs[0], cost, rtol=1e-6)
+    for param, updated in zip(model.params, outputs[1:]):
+        np.testing.assert_allclose(updated, param.get_value(), rtol=1e-6, atol=1e-7)
