@@ -55,6 +55,10 @@ def main(argv=None) -> int:
     import pytensor
     import pytensor.tensor as pt
 
+    from deeplearning_tutorial import speedups
+
+    speedups.keep_freed_memory()  # as the tutorial programs' main does
+
     value = np.abs(np.random.default_rng(0).normal(size=args.shape)).astype("float32")
     x = pt.tensor4(dtype="float32", shape=tuple(args.shape))
     results = {}
