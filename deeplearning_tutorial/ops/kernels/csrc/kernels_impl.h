@@ -53,18 +53,30 @@ static void NAME(filter_matrix)(const REAL *kern, const struct conv_shape *s, in
                 }
 }
 
+/* dest[j * dest_stride + i] = src[i * src_stride + j] for i < rows, j < cols: a matrix
+ * transposed tile by tile, so that the lines a tile writes (one per column) stay in
+ * the L1 cache while it fills them, instead of one cache miss per element */
+static void NAME(transpose)(const REAL *src, int64_t src_stride, int64_t rows, int64_t cols,
+                            REAL *dest, int64_t dest_stride)
+{
+    enum { TILE = 16 };
+    for (int64_t j0 = 0; j0 < cols; j0 += TILE) {
+        const int64_t j1 = MIN(j0 + TILE, cols);
+        for (int64_t i = 0; i < rows; i++) {
+            const REAL *from = src + i * src_stride;
+            for (int64_t j = j0; j < j1; j++)
+                dest[j * dest_stride + i] = from[j];
+        }
+    }
+}
+
 /* Images n0 <= n < n0 + m of x (n, planes, plane) with the image index last:
  * (planes, plane, m), the layout of a chunk (images, or maps of im2col's columns). */
 static void NAME(to_image_index_last)(const REAL *x, int64_t planes, int64_t plane, int64_t n0, int64_t m,
                                       REAL *chunk)
 {
     for (int64_t c = 0; c < planes; c++)
-        for (int64_t k = 0; k < m; k++) {
-            const REAL *src = x + ((n0 + k) * planes + c) * plane;
-            REAL *dest = chunk + c * plane * m + k;
-            for (int64_t p = 0; p < plane; p++)
-                dest[p * m] = src[p];
-        }
+        NAME(transpose)(x + (n0 * planes + c) * plane, planes * plane, m, plane, chunk + c * plane * m, m);
 }
 
 /* The inverse of to_image_index_last: write chunk (planes, plane, m) into images n0, n0 + 1, ... of x. */
@@ -72,12 +84,7 @@ static void NAME(to_image_index_first)(const REAL *chunk, int64_t planes, int64_
                                        REAL *x)
 {
     for (int64_t c = 0; c < planes; c++)
-        for (int64_t k = 0; k < m; k++) {
-            const REAL *src = chunk + c * plane * m + k;
-            REAL *dest = x + ((n0 + k) * planes + c) * plane;
-            for (int64_t p = 0; p < plane; p++)
-                dest[p] = src[p * m];
-        }
+        NAME(transpose)(chunk + c * plane * m, m, plane, m, x + (n0 * planes + c) * plane, planes * plane);
 }
 
 /* Receptive fields of a chunk xt (c, h, w, m) as columns:
