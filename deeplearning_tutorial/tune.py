@@ -634,10 +634,10 @@ def worker_environment(threads_per_trial: int) -> dict[str, str]:
 
     Numba reads ``NUMBA_NUM_THREADS`` once, when it is imported, and OpenMP
     and the BLAS libraries read theirs when they load, so they are set for the
-    process before it starts: :func:`local_cluster` makes them Dask's
-    ``distributed.nanny.pre-spawn-environ`` in place of Dask's own (which
-    gives 1 thread, and a ``MALLOC_TRIM_THRESHOLD_`` that would undo
-    :func:`dask_setup`'s :func:`~deeplearning_tutorial.speedups.keep_freed_memory`).
+    process before it starts: :func:`local_cluster`'s Nannies set them before
+    starting a worker, in place of Dask's own (which gives 1 thread, and a
+    ``MALLOC_TRIM_THRESHOLD_`` that would undo :func:`dask_setup`'s
+    :func:`~deeplearning_tutorial.speedups.keep_freed_memory`).
     The standalone equivalent of a trial is the program run with the same
     variables.
     """
@@ -677,31 +677,47 @@ def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1,
     for name, value in (("workers", workers), ("threads_per_trial", threads_per_trial), ("retries", retries)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (name != "retries"):
             raise ValueError(f"{name} must be an integer >= {int(name != 'retries')}, got {value!r}")
-    with dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                          "distributed.nanny.pre-spawn-environ": worker_environment(threads_per_trial)}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            worker_class=_environment_keeping_nanny(), preload=[__name__],
-                            dashboard_address=":8787" if dashboard else None)
+                            worker_class=_environment_keeping_nanny(), env=worker_environment(threads_per_trial),
+                            preload=[__name__], dashboard_address=":8787" if dashboard else None)
 
 
 @functools.cache
 def _environment_keeping_nanny() -> type:
-    """Dask's ``Nanny``, except that the environment of the process it lives in is put back
-    once it has started (or restarted) its worker.
+    """Dask's ``Nanny``, with the worker's variables set before it starts and the environment
+    of the Nanny's own process put back afterwards.
 
-    Before it starts a worker process, a Nanny writes its pre-spawn variables
-    into its own process's environment, for the worker to inherit them; the
-    Nannies of a ``LocalCluster`` live in the caller's process, which would
-    keep them for good (and pass them to every program it starts).  The
-    Nannies of a cluster start their workers concurrently, in one event loop:
-    the environment is saved when the first begins and put back when the
-    last has ended.
+    A Nanny sets only its pre-spawn variables before starting a worker
+    process (Dask's defaults: one OpenMP/BLAS thread and a
+    ``MALLOC_TRIM_THRESHOLD_``, each overridden by the caller's own
+    environment), and its ``env`` once the worker's interpreter is running,
+    too late for the libraries that read their thread counts when they load.
+    This one makes its ``env`` (:func:`worker_environment`) the pre-spawn
+    variables, in place of Dask's thread counts and trim threshold.
+
+    The Nanny writes the pre-spawn variables into the environment of the
+    process it lives in, for the worker to inherit them; the Nannies of a
+    ``LocalCluster`` live in the caller's process, which would keep them for
+    good.  They are put back once the worker has started (or restarted):
+    while a worker starts, the caller's environment holds them.  The Nannies
+    of a cluster start their workers concurrently, in one event loop: the
+    environment is saved when the first begins and put back when the last
+    has ended.
     """
     from distributed import Nanny
 
     class EnvironmentKeepingNanny(Nanny):
         starting = 0  # Nannies starting a worker now
         saved_environment: dict[str, str] = {}
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            dask_defaults = set(worker_environment(1)) | {"MALLOC_TRIM_THRESHOLD_"}
+            ours = dict(kwargs.get("env") or {})
+            # before the worker starts, and again in it (the Nanny's env holds the pre-spawn ones)
+            self.pre_spawn_env = {k: v for k, v in self.pre_spawn_env.items() if k not in dask_defaults} | ours
+            self.env = {k: v for k, v in self.env.items() if k not in dask_defaults} | ours
 
         async def instantiate(self):
             cls = EnvironmentKeepingNanny

@@ -34,8 +34,9 @@ class _Mallinfo2(ctypes.Structure):
 def bytes_from_the_system() -> int:
     """What glibc's allocator holds from the system: its heaps and its mmap'ed blocks.
 
-    glibc's own count, not the resident set, which the kernel may shrink under
-    memory pressure whatever the allocator does.
+    glibc's own count (``mallinfo2``, glibc 2.33 and later), not the resident
+    set, which the kernel may shrink under memory pressure whatever the
+    allocator does.
     """
     mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
     mallinfo2.restype = _Mallinfo2
@@ -83,7 +84,8 @@ def use_the_package() -> None:
 
 
 # the variables a library takes its thread count from when it loads, the first one set;
-# OpenMP's is set by Numba's OpenMP threading layer, to Numba's count
+# OpenMP's is set by Numba's OpenMP threading layer, to Numba's count, once the package's
+# NUMBA graphs have run (with another Numba threading layer it would be OMP_NUM_THREADS)
 THREAD_VARIABLES = {"openblas": ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"),
                     "mkl": ("MKL_NUM_THREADS", "OMP_NUM_THREADS"),
                     "blis": ("BLIS_NUM_THREADS", "OMP_NUM_THREADS"),

@@ -53,7 +53,7 @@ def test_large_products_really_take_the_parallel_path():
             "node = dot.SplitDot()(pt.matrix(dtype='float32'), pt.matrix(dtype='float32')).owner;"
             "print(dot.numba_funcify_SplitDot(node.op, node)[1])")
     result = run_python("-c", code, cwd=REPO, env={"NUMBA_NUM_THREADS": "2"})  # two threads split it
-    assert result.stdout.startswith("deeplearning_tutorial.speedups.dot-float32"), result.stderr
+    assert result.stdout.startswith("deeplearning_tutorial.speedups.dot-float32-threads2-"), result.stderr
 
 
 def test_only_the_speedups_mode_and_float_products_get_it():
