@@ -39,6 +39,19 @@ MODELS = {
 }
 
 
+def best_time(function, make_args, repeats: int) -> float:
+    """Min over ``repeats`` calls of ``function(*make_args())``, the arguments made outside the
+    timing, after one untimed call (the first one compiles, or loads from the cache)."""
+    function(*make_args())
+    times = []
+    for _ in range(repeats):
+        args = make_args()
+        start = time.perf_counter()
+        function(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def build(model: str):
     """The tutorial's own model and compiled functions, built by its ``build_model``."""
     import importlib

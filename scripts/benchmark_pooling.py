@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import benchmark  # noqa: E402  (scripts/benchmark.py: best_time)
 
 
 def kinds():
@@ -32,16 +34,6 @@ def kinds():
         "stochastic (training)": lambda x: stochastic_pool_2d(x, (2, 2), rng=pt.random.shared_rng(seed=0)),
         "stochastic (deterministic)": lambda x: stochastic_pool_2d(x, (2, 2), deterministic=True),
     }
-
-
-def best_time(function, value, repeats: int) -> float:
-    function(value)  # compile / load from the cache
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function(value)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main(argv=None) -> int:
@@ -66,7 +58,8 @@ def main(argv=None) -> int:
         out = pool(x)
         forward = pytensor.function([x], out, mode=args.mode)
         backward = pytensor.function([x], pt.grad(out.sum(), x), mode=args.mode)
-        results[name] = [best_time(f, value, args.repeats) / value.size * 1e9 for f in (forward, backward)]
+        results[name] = [benchmark.best_time(f, lambda: (value,), args.repeats) / value.size * 1e9
+                         for f in (forward, backward)]
     print(f"{args.mode}, float32, input {'x'.join(map(str, args.shape))}, 2x2 windows; "
           f"ns per input element (min of {args.repeats}), ratio to max pooling")
     print(f"{'kind':<28}{'forward':>10}{'ratio':>8}{'fwd+bwd':>10}{'ratio':>8}")

@@ -23,26 +23,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import benchmark  # noqa: E402  (scripts/benchmark.py: the models and how they are built)
-
-
-def best_time(function, make_args, repeats: int) -> float:
-    """Min over ``repeats`` calls of ``function(*make_args())``, the arguments made outside the
-    timing, after one untimed call (the first one compiles)."""
-    function(*make_args())
-    times = []
-    for _ in range(repeats):
-        args = make_args()
-        start = time.perf_counter()
-        function(*args)
-        times.append(time.perf_counter() - start)
-    return min(times)
+import benchmark  # noqa: E402  (scripts/benchmark.py: the models, how they are built, best_time)
 
 
 def node_functions(fgraph, linker: str):
@@ -87,7 +73,7 @@ def profile(train, mode: str, repeats: int) -> tuple[list[dict], float, list]:
     for variable, container in zip(fgraph.inputs, train.input_storage):
         value = container.data if container.data is not None else np.asarray(0, variable.dtype)
         values[variable] = np.copy(value) if variable in updated else value
-    whole = best_time(train, lambda: (0,), repeats)
+    whole = benchmark.best_time(train, lambda: (0,), repeats)
     linker = {"NUMBA": "numba", "CVM": "cvm", "JAX": "jax"}[mode]
     rows = []
     for node, function, variables in node_functions(fgraph, linker):
@@ -97,7 +83,7 @@ def profile(train, mode: str, repeats: int) -> tuple[list[dict], float, list]:
         def make_args(variables=variables, destroyed_variables=destroyed_variables):
             return [np.copy(values[v]) if v in destroyed_variables else values[v] for v in variables]
 
-        seconds = best_time(function, make_args, repeats)
+        seconds = benchmark.best_time(function, make_args, repeats)
         results = function(*make_args())
         results = results if isinstance(results, list) else [results]
         for output, value in zip(node.outputs, results):

@@ -44,6 +44,12 @@ def _whole_2x2_windows(rows, cols, wh, ww, sh, sw, oh, ow):
 
 
 @kernels.inline
+def _window_2x2(x, b, r0, c0):
+    """The 2x2 window of image ``b`` whose top left is (r0, c0): (a0, a1 / a2, a3)."""
+    return x[b, r0, c0], x[b, r0, c0 + 1], x[b, r0 + 1, c0], x[b, r0 + 1, c0 + 1]
+
+
+@kernels.inline
 def _pick_in_2x2(a0, a1, a2, a3, u):
     """The general loop below for one whole 2x2 window (a0, a1 / a2, a3), with the same
     additions in the same order and no branch on the draw (a random branch is mispredicted
@@ -113,8 +119,7 @@ def _pick(x, seed, wh, ww, sh, sw, oh, ow):
                 draws[j] = window_uniform(seed, (b * oh + i) * ow + j)
             for j in range(whole_cols):
                 c0 = j * sw
-                a0, a1 = x[b, r0, c0], x[b, r0, c0 + 1]
-                a2, a3 = x[b, r0 + 1, c0], x[b, r0 + 1, c0 + 1]
+                a0, a1, a2, a3 = _window_2x2(x, b, r0, c0)
                 lowest = min(lowest, min(min(a0, a1), min(a2, a3)))
                 k, total = _pick_in_2x2(a0, a1, a2, a3, draws[j])
                 row, col = r0 + (k >> 1), c0 + (k & 1)
@@ -181,8 +186,7 @@ def _weighted_average(x, wh, ww, sh, sw, oh, ow):
             r0 = i * sh
             for j in range(whole_cols):
                 c0 = j * sw
-                a0, a1 = x[b, r0, c0], x[b, r0, c0 + 1]
-                a2, a3 = x[b, r0 + 1, c0], x[b, r0 + 1, c0 + 1]
+                a0, a1, a2, a3 = _window_2x2(x, b, r0, c0)
                 lowest = min(lowest, min(min(a0, a1), min(a2, a3)))
                 sums = ((a0 + a1) + a2) + a3
                 squares = ((a0 * a0 + a1 * a1) + a2 * a2) + a3 * a3
@@ -232,8 +236,7 @@ def weighted_average_pool_grad(x, out, gz, wh, ww, sh, sw):
             r0 = i * sh
             for j in range(whole_cols):
                 c0 = j * sw
-                a0, a1 = x[b, r0, c0], x[b, r0, c0 + 1]
-                a2, a3 = x[b, r0 + 1, c0], x[b, r0 + 1, c0 + 1]
+                a0, a1, a2, a3 = _window_2x2(x, b, r0, c0)
                 sums = ((a0 + a1) + a2) + a3
                 if sums > 0:
                     ratio, average = gz[b, i, j] / sums, out[b, i, j]

@@ -448,6 +448,17 @@ static int NAME(pool)(const REAL *x, const struct pool_shape *s, int mode, int t
     return DLT_OK;
 }
 
+/* The inputs of an image's gradient that no tile holds, zeroed: the columns right of the
+ * last full window and the rows below it, where the tiled gradients write nothing. */
+static void NAME(zero_beyond_tiles)(const struct pool_shape *s, REAL *dimage)
+{
+    const int64_t covered = s->ow * s->ww, tiled_rows = s->oh * s->wh;
+    if (covered < s->width)
+        for (int64_t y = 0; y < tiled_rows; y++)
+            memset(dimage + y * s->width + covered, 0, sizeof(REAL) * (s->width - covered));
+    memset(dimage + tiled_rows * s->width, 0, sizeof(REAL) * (s->height - tiled_rows) * s->width);
+}
+
 /* Gradient of max pooling: each window's gradient goes to every input equal to its maximum. */
 static int NAME(max_pool_grad)(const REAL *x, const REAL *maxout, const REAL *gz, const struct pool_shape *s,
                                int threads, REAL *gx)
@@ -497,11 +508,9 @@ static int NAME(max_pool_grad)(const REAL *x, const REAL *maxout, const REAL *gz
                         REAL g = row_grad[xx]; /* loaded unconditionally, so the select vectorises */
                         d[xx] = in[xx] == row_max[xx] ? g : 0;
                     }
-                    for (int64_t xx = covered; xx < s->width; xx++)
-                        d[xx] = 0; /* beyond the last full window */
                 }
             }
-            memset(dimage + s->oh * s->wh * s->width, 0, sizeof(REAL) * (s->height - s->oh * s->wh) * s->width);
+            NAME(zero_beyond_tiles)(s, dimage);
         }
         if (!ok) {
             #pragma omp atomic write
@@ -524,7 +533,6 @@ static int NAME(average_pool_grad)(const REAL *gz, const struct pool_shape *s, i
         const REAL *grad = gz + b * s->oh * s->ow;
         REAL *dimage = gx + b * s->height * s->width;
         if (tiled) {
-            const int64_t covered = s->ow * s->ww; /* columns inside the tiles */
             for (int64_t i = 0; i < s->oh; i++) {
                 const REAL *g = grad + i * s->ow;
                 for (int64_t u = 0; u < s->wh; u++) {
@@ -532,11 +540,9 @@ static int NAME(average_pool_grad)(const REAL *gz, const struct pool_shape *s, i
                     for (int64_t j = 0; j < s->ow; j++)
                         for (int64_t v = 0; v < s->ww; v++)
                             d[j * s->ww + v] = mode == DLT_SUM ? g[j] : g[j] / count;
-                    for (int64_t xx = covered; xx < s->width; xx++)
-                        d[xx] = 0; /* beyond the last full window */
                 }
             }
-            memset(dimage + s->oh * s->wh * s->width, 0, sizeof(REAL) * (s->height - s->oh * s->wh) * s->width);
+            NAME(zero_beyond_tiles)(s, dimage);
             continue;
         }
         memset(dimage, 0, sizeof(REAL) * s->height * s->width);
@@ -608,11 +614,9 @@ static int NAME(l2_pool_grad)(const REAL *x, const REAL *out, const REAL *gz, co
                     REAL *d = dimage + y * s->width;
                     for (int64_t xx = 0; xx < covered; xx++)
                         d[xx] = in[xx] * row_ratio[xx];
-                    for (int64_t xx = covered; xx < s->width; xx++)
-                        d[xx] = 0; /* beyond the last full window */
                 }
             }
-            memset(dimage + s->oh * s->wh * s->width, 0, sizeof(REAL) * (s->height - s->oh * s->wh) * s->width);
+            NAME(zero_beyond_tiles)(s, dimage);
         }
         if (!ok) {
             #pragma omp atomic write
