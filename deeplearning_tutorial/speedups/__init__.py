@@ -17,15 +17,10 @@ In PyTensor's NUMBA mode (the default), that mode includes two graph rewrites
 * float32 ``tanh`` becomes :data:`~deeplearning_tutorial.speedups.tanh.float32_tanh`,
   a vectorisable rational approximation within 0.51 ulp (NumPy's is within 1.4).
 
-``mode(exact=True)`` includes instead only the rewrites that keep every
-result to the bit (tag :data:`EXACT_TAG`): a product ``dot(m.T, narrow)`` of a
-matrix with few columns is handed to BLAS the other way round,
-``dot(narrow.T, m).T``, which BLAS computes faster.
-
 Any other mode is returned unchanged.  The tutorial programs compile their
-functions with this mode (``logistic_cg``, whose printed digits are the
-original's, with ``exact=True``).  :func:`keep_freed_memory` is the one process-wide
-setting the tutorial programs make, in their ``main`` only.
+functions with this mode, except ``logistic_cg``, whose printed digits are the
+original's.  :func:`keep_freed_memory` is the one process-wide setting the
+tutorial programs make, in their ``main`` only.
 """
 
 from __future__ import annotations
@@ -35,12 +30,12 @@ from pytensor.compile.mode import Mode, get_mode
 from pytensor.link.numba.linker import NumbaLinker
 
 from deeplearning_tutorial.speedups.process import keep_freed_memory
-from deeplearning_tutorial.speedups.rewriting import EXACT_TAG, TAG
+from deeplearning_tutorial.speedups.rewriting import TAG
 
-__all__ = ["TAG", "EXACT_TAG", "mode", "keep_freed_memory"]
+__all__ = ["TAG", "mode", "keep_freed_memory"]
 
 
-def mode(base: str | Mode | None = None, exact: bool = False) -> Mode:
+def mode(base: str | Mode | None = None) -> Mode:
     """The NUMBA mode ``base`` with the speed-up rewrites included; any other mode unchanged.
 
     Parameters
@@ -48,9 +43,6 @@ def mode(base: str | Mode | None = None, exact: bool = False) -> Mode:
     base
         A mode or its name, as ``pytensor.function`` takes it; None (the
         default) is PyTensor's default mode (``PYTENSOR_FLAGS=mode=...``).
-    exact
-        Include only the rewrites that keep every result to the bit
-        (:data:`EXACT_TAG`) instead of the package's Ops (:data:`TAG`).
 
     Returns
     -------
@@ -60,8 +52,6 @@ def mode(base: str | Mode | None = None, exact: bool = False) -> Mode:
     base_mode = get_mode(base)
     if not isinstance(base_mode.linker, NumbaLinker):
         return base_mode
-    if exact:
-        return base_mode.including(EXACT_TAG)
     # Start Numba's thread pool now: a graph with SplitDot that PyTensor later loads from its
     # disk cache calls the pool through symbols that exist only once it has been launched.
     numba.get_num_threads()
