@@ -13,8 +13,8 @@ from pytensor.gradient import verify_grad
 from scipy import signal
 from test_ops import JAX, reference_pool
 
-from deeplearning_tutorial.ops import StochasticPool, local_contrast_normalization, pool_2d, stochastic_pool_2d
-from deeplearning_tutorial.ops.kernels.stochastic import window_uniform
+from deeplearning_tutorial.ops import StochasticPool, kernels, local_contrast_normalization, pool_2d, stochastic_pool_2d
+from deeplearning_tutorial.ops.kernels import window_uniform
 
 CASES = [
     # (input shape, ws, ignore_border, stride)
@@ -145,10 +145,11 @@ def reference_stochastic_pool(x, u, ws, ignore_border, stride):
 
 def splitmix64_uniforms(seed, shape):
     """The windows' uniform numbers for the draw ``seed``, in NumPy: the top 53 bits of
-    SplitMix64's outputs 1, 2, ... (window i in C order gets output i + 1)."""
+    SplitMix64's outputs 1, 2, ... (window i in C order gets output i + 1); a negative
+    seed is its 64-bit two's complement, as the int64 seed becomes a uint64 in C."""
     index = np.arange(1, np.prod(shape) + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        z = np.uint64(seed) + index * np.uint64(0x9E3779B97F4A7C15)
+        z = np.uint64(seed % 2**64) + index * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
@@ -179,6 +180,28 @@ def test_stochastic_pool_picks_the_value_where_the_cumulative_sum_passes_the_dra
     for seed_value in (7, 2**62 - 1):
         u = splitmix64_uniforms(seed_value, reference_pool(xv, ws, ignore_border, stride).shape)
         np.testing.assert_array_equal(f(xv, seed_value), reference_stochastic_pool(xv, u, ws, ignore_border, stride))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape, stride, ignore_border", [
+    ((3, 60, 60), (2, 2), True),  # 900 windows an image: several blocks of rows in the vectorised loop
+    ((2, 3, 1203), (2, 2), True),  # one row of 601 windows, longer than a block
+    ((4, 9, 10), (1, 3), False),  # overlapping rows, another column stride, windows cut by the border
+])
+def test_the_2x2_kernel_picks_as_the_reference_in_every_layout(shape, stride, ignore_border, dtype):
+    """The kernel's vectorised path for whole 2x2 windows (and the general one for the
+    windows the border cuts) against the NumPy reference, with windows of zeros."""
+    rng = np.random.default_rng(11)
+    xv = rng.random(shape).astype(dtype)
+    xv[rng.random(shape) < 0.3] = 0
+    seed = -(2**62) + 3
+    out, picked = kernels.stochastic_pool(xv, seed, 2, 2, *stride, ignore_border, 2)
+    u = splitmix64_uniforms(seed, out.shape)
+    np.testing.assert_array_equal(out, reference_stochastic_pool(xv, u, (2, 2), ignore_border, stride))
+    assert out.dtype == xv.dtype
+    images = np.arange(shape[0])[:, None, None]
+    np.testing.assert_array_equal(np.where(picked >= 0, xv.reshape(shape[0], -1)[images, picked], 0), out)
+    assert ((picked >= 0) == (out > 0)).all()
 
 
 @pytest.mark.parametrize("case, mode", cross_section(["CVM", "NUMBA"]))

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import warnings
 
+import numba
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -46,9 +47,9 @@ from pytensor.graph.replace import clone_replace
 from pytensor.tensor.random.variable import RandomGeneratorSharedVariable
 from pytensor.tensor.type import TensorType
 
+from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops.conv import _pair
 from deeplearning_tutorial.ops.kernels.stochastic import (
-    stochastic_pool,
     stochastic_pool_grad,
     weighted_average_pool,
     weighted_average_pool_grad,
@@ -71,7 +72,7 @@ class StochasticPool(_PoolBase):
     """Stochastic pooling of ``x`` for the draw ``seed`` (an int64 scalar).
 
     Each window's uniform number in [0, 1) is a hash of ``seed`` and the
-    window's position (SplitMix64, :func:`~deeplearning_tutorial.ops.kernels.stochastic.window_uniform`),
+    window's position (SplitMix64, :func:`~deeplearning_tutorial.ops.kernels.window_uniform`),
     so the kernel makes them on every thread without a generator's state;
     :func:`stochastic_pool_2d` draws a new ``seed`` at each call.  Outputs the
     picked values and their flat indices in the image (int64, -1 for a window
@@ -92,7 +93,8 @@ class StochasticPool(_PoolBase):
 
     def perform(self, node, inputs, output_storage):
         x, seed = inputs
-        out, picked = stochastic_pool(as_3d(x), int(seed), *self.ws, *self.stride, self.ignore_border)
+        out, picked = kernels.stochastic_pool(as_3d(x), int(seed), *self.ws, *self.stride, self.ignore_border,
+                                             numba.get_num_threads())
         shape = x.shape[:-2] + out.shape[-2:]
         output_storage[0][0] = out.reshape(shape)
         output_storage[1][0] = picked.reshape(shape)

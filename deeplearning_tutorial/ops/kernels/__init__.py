@@ -107,6 +107,7 @@ _c_max_pool_grad = _c_function("dlt_max_pool_grad", 4, 1)
 _c_max_pool_grad_grad = _c_function("dlt_max_pool_grad_grad", 4, 1)
 _c_average_pool_grad = _c_function("dlt_average_pool_grad", 2, 2)
 _c_l2_pool_grad = _c_function("dlt_l2_pool_grad", 4, 1)
+_c_stochastic_pool = _c_function("dlt_stochastic_pool", 3, 2)
 
 
 def struct_sizes() -> tuple[int, int]:
@@ -137,8 +138,14 @@ def _float_size_of_types(*arrays):
     return lambda *arrays: size
 
 
+NEGATIVE_ACTIVATION = ("stochastic_pool_2d needs non-negative activations (its probabilities are "
+                       "a / sum(a)); pool the output of a rectifier such as pt.maximum(a, 0)")
+
+
 @jit
 def _check_status(status):
+    if status == 4:
+        raise ValueError(NEGATIVE_ACTIVATION)
     if status == 1:
         raise MemoryError("conv2d/pool_2d: out of memory for the kernels' work buffers")
     if status == 2:
@@ -357,3 +364,32 @@ def l2_pool_grad(x, out, gz, wh, ww, sh, sw, ph, pw, ignore_border, threads):
     _check_status(_c_l2_pool_grad(_float_size(x, out, gz), x.ctypes, out.ctypes, gz.ctypes, gx.ctypes,
                                   _as_struct(shape), threads))
     return gx
+
+
+@jit
+def stochastic_pool(x, seed, wh, ww, sh, sw, ignore_border, threads):
+    """Stochastic pooling of ``x`` (n, rows, cols) for the draw ``seed`` (an int): the picked
+    values and their flat indices in the image (-1 for a window of zeros, which outputs 0).
+    Each window's uniform number is SplitMix64's (:func:`window_uniform`) for its flat index
+    in the pooled output."""
+    x = np.ascontiguousarray(x)
+    batch, height, width = x.shape
+    shape = PoolShape(batch=batch, height=height, width=width, oh=_pool_output_size(height, wh, sh, 0, ignore_border),
+                      ow=_pool_output_size(width, ww, sw, 0, ignore_border), wh=wh, ww=ww, sh=sh, sw=sw, ph=0, pw=0,
+                      ignore_border=np.int64(ignore_border))
+    out = np.empty((batch, shape.oh, shape.ow), dtype=x.dtype)
+    picked = np.empty((batch, shape.oh, shape.ow), dtype=np.int64)
+    _check_status(_c_stochastic_pool(_float_size(x), x.ctypes, out.ctypes, picked.ctypes, _as_struct(shape), seed,
+                                     threads))
+    return out, picked
+
+
+_library.dlt_window_uniform.restype = ctypes.c_double
+_library.dlt_window_uniform.argtypes = [ctypes.c_int64, ctypes.c_int64]
+
+
+def window_uniform(seed: int, index: int) -> float:
+    """Stochastic pooling's uniform number in [0, 1) for window ``index`` (its flat index in the
+    pooled output) of the draw ``seed``: the top 53 bits of SplitMix64's output number
+    ``index + 1`` (Steele, Lea and Flood, 2014), the number the C kernel draws."""
+    return _library.dlt_window_uniform(seed, index)

@@ -1,4 +1,5 @@
-"""The kernels of stochastic pooling (Numba functions of (batch, rows, cols) arrays).
+"""Stochastic pooling's gradient and its test-time pooling (Numba functions of (batch, rows, cols)
+arrays); the training pick itself is C (``kernels.stochastic_pool``).
 
 :func:`deeplearning_tutorial.ops.stochastic_pool_2d` explains the method;
 the Ops' ``perform`` and the NUMBA backend both call these functions.
@@ -10,28 +11,6 @@ import numba
 import numpy as np
 
 from deeplearning_tutorial.ops import kernels
-
-NEGATIVE_ACTIVATION = ("stochastic_pool_2d needs non-negative activations (its probabilities are "
-                       "a / sum(a)); pool the output of a rectifier such as pt.maximum(a, 0)")
-
-# SplitMix64 (Steele, Lea and Flood, 2014): a 64-bit hash whose outputs, for consecutive
-# inputs, pass the usual tests of randomness; it gives every window its own uniform
-# number from the call's seed, in any order and on any thread.
-_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_2 = np.uint64(0x94D049BB133111EB)
-_TWO_TO_MINUS_53 = 1.0 / 9007199254740992.0
-
-
-@kernels.inline
-def window_uniform(seed, index):
-    """The uniform number in [0, 1) of window ``index`` (its flat index in the pooled output)
-    for the draw ``seed``: the top 53 bits of SplitMix64's output number ``index + 1``."""
-    z = np.uint64(seed) + (np.uint64(index) + np.uint64(1)) * _GOLDEN_GAMMA
-    z = (z ^ (z >> np.uint64(30))) * _MIX_1
-    z = (z ^ (z >> np.uint64(27))) * _MIX_2
-    z = z ^ (z >> np.uint64(31))
-    return np.float64(np.int64(z >> np.uint64(11))) * _TWO_TO_MINUS_53  # 53 bits: a signed conversion is exact
 
 
 @kernels.inline
@@ -49,111 +28,8 @@ def _window_2x2(x, b, r0, c0):
     return x[b, r0, c0], x[b, r0, c0 + 1], x[b, r0 + 1, c0], x[b, r0 + 1, c0 + 1]
 
 
-@kernels.inline
-def _pick_in_2x2(a0, a1, a2, a3, u):
-    """The general loop below for one whole 2x2 window (a0, a1 / a2, a3), with the same
-    additions in the same order and no branch on the draw (a random branch is mispredicted
-    half the time): the position picked (0-3) and the window's sum (0: a window of zeros,
-    which picks nothing)."""
-    s1 = a0 + a1
-    s2 = s1 + a2
-    total = s2 + a3
-    target = u * np.float64(total)
-    # the partial sums only grow: the first above the draw is the number of those not above it
-    k = np.int64(a0 <= target) + np.int64(s1 <= target) + np.int64(s2 <= target)
-    if (total > 0) & (total <= target):  # rounding left none above it: the last positive value
-        k = 3 if a3 > 0 else (2 if a2 > 0 else (1 if a1 > 0 else 0))
-    return k, total
-
-
-@kernels.inline
-def _pick_in_window(x, b, r0, r1, c0, c1, u):
-    """Any window, rows r0..r1-1 and columns c0..c1-1 of image ``b``: the flat index of
-    the value picked (-1 for a window of zeros), that value (0 then), and the window's
-    smallest value."""
-    cols = x.shape[2]
-    total = x.dtype.type(0)
-    lowest = x.dtype.type(0)
-    last_row, last_col = -1, -1
-    for r in range(r0, r1):
-        for c in range(c0, c1):
-            value = x[b, r, c]
-            lowest = min(lowest, value)
-            if value > 0:
-                last_row, last_col = r, c
-            total += value
-    if last_row < 0:
-        return -1, x.dtype.type(0), lowest
-    # the first value whose cumulative sum exceeds u * total; the last
-    # positive one if rounding leaves none (u * total == total)
-    target = u * np.float64(total)
-    cumulative = x.dtype.type(0)
-    row, col = last_row, last_col
-    found = False
-    for r in range(r0, r1):
-        for c in range(c0, c1):
-            cumulative += x[b, r, c]
-            if cumulative > target:
-                row, col, found = r, c, True
-                break
-        if found:
-            break
-    return row * cols + col, x[b, row, col], lowest
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _pick(x, seed, wh, ww, sh, sw, oh, ow):
-    """Per window the value picked and its flat index ``row * cols + col`` (-1 for a
-    window of zeros, which outputs 0); per image whether it had a negative value."""
-    n, rows, cols = x.shape
-    out = np.empty((n, oh, ow), x.dtype)
-    picked = np.empty((n, oh, ow), np.int64)
-    negative = np.zeros(n, np.bool_)
-    whole_rows, whole_cols = _whole_2x2_windows(rows, cols, wh, ww, sh, sw, oh, ow)
-    for b in numba.prange(n):
-        lowest = x.dtype.type(0)
-        draws = np.empty(whole_cols)
-        for i in range(whole_rows):
-            r0 = i * sh
-            for j in range(whole_cols):  # first the row's draws, a loop of independent hashes
-                draws[j] = window_uniform(seed, (b * oh + i) * ow + j)
-            for j in range(whole_cols):
-                c0 = j * sw
-                a0, a1, a2, a3 = _window_2x2(x, b, r0, c0)
-                lowest = min(lowest, min(min(a0, a1), min(a2, a3)))
-                k, total = _pick_in_2x2(a0, a1, a2, a3, draws[j])
-                row, col = r0 + (k >> 1), c0 + (k & 1)
-                # a window of zeros (non-negative values summing to 0) outputs its 0 and picks nothing
-                picked[b, i, j] = np.int64(total > 0) * (row * cols + col + 1) - 1
-                out[b, i, j] = x[b, row, col]
-        for i in range(oh):
-            for j in range(whole_cols if i < whole_rows else 0, ow):
-                r0, c0 = i * sh, j * sw
-                flat, value, window_lowest = _pick_in_window(
-                    x, b, r0, min(r0 + wh, rows), c0, min(c0 + ww, cols), window_uniform(seed, (b * oh + i) * ow + j))
-                picked[b, i, j] = flat
-                out[b, i, j] = value
-                lowest = min(lowest, window_lowest)
-        negative[b] = lowest < 0
-    return out, picked, negative
-
-
 # the pooled length, the kernels' one formula, compiled for the Numba functions below
 _pool_output_size = kernels.jit(kernels.pool_output_size)
-
-
-@kernels.jit
-def stochastic_pool(x, seed, wh, ww, sh, sw, ignore_border):
-    """Stochastic pooling of ``x`` (n, rows, cols) for the draw ``seed`` (an int): the picked
-    values and their flat indices in the image (-1 for a window of zeros, which outputs 0)."""
-    x = np.ascontiguousarray(x)
-    n, rows, cols = x.shape
-    oh = _pool_output_size(rows, wh, sh, 0, ignore_border)
-    ow = _pool_output_size(cols, ww, sw, 0, ignore_border)
-    out, picked, negative = _pick(x, seed, wh, ww, sh, sw, oh, ow)
-    if negative.any():
-        raise ValueError(NEGATIVE_ACTIVATION)
-    return out, picked
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -217,7 +93,7 @@ def weighted_average_pool(x, wh, ww, sh, sw, ignore_border):
     ow = _pool_output_size(cols, ww, sw, 0, ignore_border)
     out, negative = _weighted_average(x, wh, ww, sh, sw, oh, ow)
     if negative.any():
-        raise ValueError(NEGATIVE_ACTIVATION)
+        raise ValueError(kernels.NEGATIVE_ACTIVATION)
     return out
 
 

@@ -31,7 +31,7 @@ static int omp_get_thread_num(void) { return 0; }
  * propagates a NaN wherever it lies in the window. */
 #define MAX_NAN(a, b) ((a) > (b) || (a) != (a) ? (a) : (b))
 
-enum { DLT_OK = 0, DLT_NO_MEMORY = 1, DLT_NO_BLAS = 2, DLT_BAD_ITEMSIZE = 3 };
+enum { DLT_OK = 0, DLT_NO_MEMORY = 1, DLT_NO_BLAS = 2, DLT_BAD_ITEMSIZE = 3, DLT_NEGATIVE_INPUT = 4 };
 enum { DLT_MAX = 0, DLT_SUM = 1, DLT_AVERAGE_INC_PAD = 2, DLT_AVERAGE_EXC_PAD = 3, DLT_L2 = 4 };
 
 /* The Fortran BLAS gemm, as scipy.linalg.cython_blas exports it. */
@@ -84,6 +84,11 @@ EXPORT void dlt_blas_restore_threads(int threads)
 /* Chunks hold a multiple of this many images where they can: the copies run
  * over the image index, and whole SIMD vectors of it copy several times faster. */
 #define CHUNK_ALIGN 16
+/* Stochastic pooling picks, and sum pooling adds, at most this many windows in one
+ * vectorised loop (more when one row has more), so that the rows they copy for it
+ * stay in L1. */
+#define PICK_BLOCK 512
+#define POOL_BLOCK 512
 
 struct conv_shape {
     int64_t images, channels, height, width, filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw;
@@ -149,22 +154,58 @@ static int tiles(const struct pool_shape *s)
            && s->oh * s->sh <= s->height && s->ow * s->sw <= s->width;
 }
 
+/* A loop that vectorises well only with instructions beyond x86-64's baseline (64-bit
+ * integer products): the function holding it is compiled for AVX-512 (x86-64-v4) and
+ * AVX2 (x86-64-v3) too, and the loader picks the version the processor can run
+ * (GCC's function multi-versioning). */
+#if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SIMD_CLONES
+#endif
+
+/* Stochastic pooling's uniform number in [0, 1) for window `index` (its flat index
+ * in the pooled output) of the draw `seed`: the top 53 bits of SplitMix64's output
+ * number index + 1 (Steele, Lea and Flood, 2014), a hash whose outputs for
+ * consecutive inputs pass the usual tests of randomness.  So each window has its
+ * own number, in any order and on any thread. */
+static inline __attribute__((always_inline)) double window_uniform(uint64_t seed, uint64_t index)
+{
+    uint64_t z = seed + (index + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    /* (double)(z >> 11) * 2^-53, exactly, without a 64-bit integer conversion (which
+     * AVX2 lacks, so that the loops calling this vectorise there too): each 32-bit half
+     * h becomes the double 2^52 + h by setting the exponent bits, less 2^52. */
+    const uint64_t top = z >> 11, exponent = 0x4330000000000000ull;
+    const uint64_t high_bits = exponent | (top >> 32), low_bits = exponent | (top & 0xFFFFFFFFull);
+    double high, low;
+    memcpy(&high, &high_bits, sizeof high);
+    memcpy(&low, &low_bits, sizeof low);
+    return ((high - 0x1p52) * 0x1p32 + (low - 0x1p52)) * 0x1p-53;
+}
+
 #define REAL float
+#define BITS uint32_t
 #define NAME(f) f##_f32
 #define GEMM sgemm
 #define SQRT sqrtf
 #include "kernels_impl.h"
 #undef REAL
+#undef BITS
 #undef NAME
 #undef GEMM
 #undef SQRT
 
 #define REAL double
+#define BITS uint64_t
 #define NAME(f) f##_f64
 #define GEMM dgemm
 #define SQRT sqrt
 #include "kernels_impl.h"
 #undef REAL
+#undef BITS
 #undef NAME
 #undef GEMM
 #undef SQRT
@@ -251,6 +292,20 @@ EXPORT int dlt_l2_pool_grad(int64_t itemsize, const void *x, const void *out, co
                             const struct pool_shape *s, int64_t threads)
 {
     DISPATCH(itemsize, 0, l2_pool_grad, x, out, gz, s, (int)threads, gx);
+}
+
+/* out, picked (b, oh, ow) = stochastic pooling of x (b, h, w) for the draw seed: the value
+ * each window picked and its flat index in the image, -1 where it picked nothing. */
+EXPORT int dlt_stochastic_pool(int64_t itemsize, const void *x, void *out, void *picked, const struct pool_shape *s,
+                               int64_t seed, int64_t threads)
+{
+    DISPATCH(itemsize, 0, stochastic_pool, x, s, (uint64_t)seed, (int)threads, out, (int64_t *)picked);
+}
+
+/* For the tests: stochastic pooling's uniform number of window index for the draw seed. */
+EXPORT double dlt_window_uniform(int64_t seed, int64_t index)
+{
+    return window_uniform((uint64_t)seed, (uint64_t)index);
 }
 
 /* An importable (empty) Python module, so that the library is found, and

@@ -433,11 +433,76 @@ static void NAME(sum_pool_full_windows)(const REAL *x, const struct pool_shape *
     }
 }
 
+/* o[w] += the v-th value (its square for L2) of each of n windows of width ww whose
+ * values lie one after another in run. */
+static inline __attribute__((always_inline)) void NAME(add_window_columns)(const REAL *restrict run, int64_t ww,
+                                                                           int64_t n, int square, REAL *restrict o)
+{
+    for (int64_t v = 0; v < ww; v++)
+        if (square)
+            for (int64_t w = 0; w < n; w++)
+                o[w] += run[w * ww + v] * run[w * ww + v];
+        else
+            for (int64_t w = 0; w < n; w++)
+                o[w] += run[w * ww + v];
+}
+
+/* sum_pool_full_windows where the windows of a row lie side by side (stride = width):
+ * blocks of whole output rows, each window row's values copied for all the block's
+ * rows (one run of ow * ww values per image row), then each of its columns added to
+ * all the block's windows in one loop; the same order of additions as pool_image (window
+ * row, then column), so the same bits, in loops long enough to vectorise. */
+static int NAME(sum_pool_side_by_side)(const REAL *x, const struct pool_shape *s, int mode, int threads, REAL *out)
+{
+    const REAL count = (REAL)(s->wh * s->ww);
+    const int64_t run = s->ow * s->ww, block_rows = MAX(1, POOL_BLOCK / MAX(s->ow, 1));
+    const int square = mode == DLT_L2;
+    int status = DLT_OK;
+    #pragma omp parallel num_threads(threads) if (threads > 1 && s->batch > 1)
+    {
+        REAL *runs = malloc(sizeof(REAL) * MAX(block_rows * run, 1));
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < s->batch; b++) {
+            if (!runs)
+                continue;
+            const REAL *image = x + b * s->height * s->width;
+            for (int64_t i0 = 0; i0 < s->oh; i0 += block_rows) {
+                const int64_t rows = MIN(s->oh - i0, block_rows), n = rows * s->ow;
+                REAL *o = out + (b * s->oh + i0) * s->ow;
+                for (int64_t w = 0; w < n; w++)
+                    o[w] = 0;
+                for (int64_t u = 0; u < s->wh; u++) {
+                    for (int64_t i = 0; i < rows; i++)
+                        memcpy(runs + i * run, image + ((i0 + i) * s->sh + u) * s->width, sizeof(REAL) * run);
+                    if (s->ww == 2) /* the usual width, as a constant: its loads vectorise as pairs */
+                        NAME(add_window_columns)(runs, 2, n, square, o);
+                    else
+                        NAME(add_window_columns)(runs, s->ww, n, square, o);
+                }
+                if (square)
+                    for (int64_t w = 0; w < n; w++)
+                        o[w] = SQRT(o[w]);
+                else if (mode != DLT_SUM)
+                    for (int64_t w = 0; w < n; w++)
+                        o[w] /= count;
+            }
+        }
+        if (!runs) {
+            #pragma omp atomic write
+            status = DLT_NO_MEMORY;
+        }
+        free(runs);
+    }
+    return status;
+}
+
 static int NAME(pool)(const REAL *x, const struct pool_shape *s, int mode, int threads, REAL *out)
 {
     const int full_windows = s->ignore_border && s->ph == 0 && s->pw == 0;
     if (mode == DLT_MAX && full_windows)
         return NAME(max_pool_full_windows)(x, s, threads, out);
+    if (mode != DLT_MAX && full_windows && s->sw == s->ww)
+        return NAME(sum_pool_side_by_side)(x, s, mode, threads, out);
     if (mode != DLT_MAX && full_windows) {
         NAME(sum_pool_full_windows)(x, s, mode, threads, out);
         return DLT_OK;
@@ -651,4 +716,168 @@ static int NAME(max_pool_grad_grad)(const REAL *x, const REAL *maxout, const REA
         }
     }
     return DLT_OK;
+}
+
+/* a0, a1, a2 or a3 for k = 0, 1, 2 or 3, by masks on their bits: no branch, which the
+ * compiler would otherwise make of the selects where it does not vectorise. */
+static inline __attribute__((always_inline)) REAL NAME(select_of_4)(int32_t k, REAL a0, REAL a1, REAL a2, REAL a3)
+{
+    BITS b0, b1, b2, b3, result;
+    memcpy(&b0, &a0, sizeof b0);
+    memcpy(&b1, &a1, sizeof b1);
+    memcpy(&b2, &a2, sizeof b2);
+    memcpy(&b3, &a3, sizeof b3);
+    result = (b0 & -(BITS)(k == 0)) | (b1 & -(BITS)(k == 1)) | (b2 & -(BITS)(k == 2)) | (b3 & -(BITS)(k == 3));
+    REAL value;
+    memcpy(&value, &result, sizeof value);
+    return value;
+}
+
+/* Stochastic pooling (training) of n whole 2x2 windows (a0, a1 / a2, a3): window w's
+ * values are top[2w], top[2w + 1] / bottom[2w], bottom[2w + 1], its top left corner is
+ * at corner[w] in the image, its draw is number first + w; its outputs go to out[w]
+ * and picked[w].  Each window adds its values in reading order, picks the first
+ * position whose partial sum exceeds u * sum (the number of partial sums not above
+ * it), or its last positive value if rounding leaves none above; a window of zeros
+ * picks nothing (-1) and outputs 0.  Everything is a select, not a branch, and every
+ * array is read or written in order, so the loop vectorises; it returns whether a
+ * value was negative. */
+static inline __attribute__((always_inline)) int64_t NAME(pick_2x2)(
+    const REAL *restrict top, const REAL *restrict bottom, const int64_t *restrict corner, int64_t width,
+    uint64_t seed, int64_t first, int64_t n, REAL *restrict out, int64_t *restrict picked)
+{
+    int64_t negative = 0;
+    for (int64_t w = 0; w < n; w++) {
+        const REAL a0 = top[2 * w], a1 = top[2 * w + 1], a2 = bottom[2 * w], a3 = bottom[2 * w + 1];
+        negative |= (int64_t)(a0 < 0) | (int64_t)(a1 < 0) | (int64_t)(a2 < 0) | (int64_t)(a3 < 0);
+        const REAL s1 = a0 + a1, s2 = s1 + a2, total = s2 + a3;
+        const double target = window_uniform(seed, (uint64_t)(first + w)) * (double)total;
+        int32_t k = (int32_t)(a0 <= target) + (int32_t)(s1 <= target) + (int32_t)(s2 <= target);
+        const int32_t last_positive = MAX(MAX((int32_t)(a1 > 0), 2 * (int32_t)(a2 > 0)), 3 * (int32_t)(a3 > 0));
+        const int32_t positive = (int32_t)(total > 0);
+        k += (last_positive - k) * (positive & (int32_t)(total <= target));
+        out[w] = NAME(select_of_4)(k, a0, a1, a2, a3);
+        const int64_t flat = corner[w] + (k >> 1) * width + (k & 1);
+        picked[w] = positive ? flat : -1;
+    }
+    return negative;
+}
+
+/* The whole 2x2 windows of image b: rows [0, rows) and columns [0, cols) of its
+ * windows, whose top left corners are corner[i * cols + j], in blocks of whole rows
+ * whose outputs are contiguous: several rows where the windows span the pooled rows
+ * (cols = ow), else one.  Each block's window rows are copied into the work arrays
+ * (top and bottom, 2 x capacity values each) as the pairs pick_2x2 reads (a row's first
+ * 2 cols values where the windows are side by side, stride 2) and picked in one loop,
+ * long enough to vectorise well.  Compiled once per instruction set (SIMD_CLONES), the
+ * loader picking the fastest the processor has. */
+SIMD_CLONES static int64_t NAME(pick_2x2_windows)(const REAL *x, const struct pool_shape *s, uint64_t seed,
+                                                  const int64_t *corner, int64_t b, int64_t rows, int64_t cols,
+                                                  REAL *work, int64_t capacity, REAL *out, int64_t *picked)
+{
+    const REAL *image = x + b * s->height * s->width;
+    REAL *top = work, *bottom = work + 2 * capacity;
+    const int64_t block_rows = cols == s->ow ? MAX(1, capacity / MAX(cols, 1)) : 1;
+    int64_t negative = 0;
+    for (int64_t i0 = 0; i0 < rows; i0 += block_rows) {
+        const int64_t i1 = MIN(rows, i0 + block_rows), first = (b * s->oh + i0) * s->ow;
+        for (int64_t i = i0; i < i1; i++) {
+            const REAL *row = image + corner[i * cols];
+            REAL *t = top + 2 * (i - i0) * cols, *u = bottom + 2 * (i - i0) * cols;
+            if (s->sw == 2) {
+                memcpy(t, row, sizeof(REAL) * 2 * cols);
+                memcpy(u, row + s->width, sizeof(REAL) * 2 * cols);
+            } else
+                for (int64_t j = 0; j < cols; j++) {
+                    t[2 * j] = row[j * s->sw], t[2 * j + 1] = row[j * s->sw + 1];
+                    u[2 * j] = row[s->width + j * s->sw], u[2 * j + 1] = row[s->width + j * s->sw + 1];
+                }
+        }
+        negative |= NAME(pick_2x2)(top, bottom, corner + i0 * cols, s->width, seed, first, (i1 - i0) * cols,
+                                   out + first, picked + first);
+    }
+    return negative;
+}
+
+/* Stochastic pooling of window (i, j) of image b, any size, partial at the border or
+ * not: the same pick as pick_2x2, a value at a time.  Returns whether a value
+ * was negative. */
+static int64_t NAME(pick_in_window)(const REAL *x, const struct pool_shape *s, uint64_t seed, int64_t b,
+                                    int64_t i, int64_t j, REAL *out, int64_t *picked)
+{
+    const REAL *image = x + b * s->height * s->width;
+    const struct window r = window(i, s->wh, s->sh, 0, s->height), c = window(j, s->ww, s->sw, 0, s->width);
+    const int64_t index = (b * s->oh + i) * s->ow + j;
+    REAL total = 0;
+    int64_t negative = 0, flat = -1;
+    for (int64_t y = r.first; y < r.last; y++)
+        for (int64_t xx = c.first; xx < c.last; xx++) {
+            const REAL value = image[y * s->width + xx];
+            negative |= value < 0;
+            if (value > 0)
+                flat = y * s->width + xx; /* the last positive value */
+            total += value;
+        }
+    if (flat >= 0) {
+        const double target = window_uniform(seed, (uint64_t)index) * (double)total;
+        REAL cumulative = 0;
+        for (int64_t y = r.first, found = 0; y < r.last && !found; y++)
+            for (int64_t xx = c.first; xx < c.last; xx++) {
+                cumulative += image[y * s->width + xx];
+                if (cumulative > target) {
+                    flat = y * s->width + xx;
+                    found = 1;
+                    break;
+                }
+            }
+    }
+    out[index] = flat >= 0 ? image[flat] : 0;
+    picked[index] = flat;
+    return negative;
+}
+
+/* Stochastic pooling of x (b, h, w), no padding: per window the value picked and its
+ * flat index y * w + x in the image (-1 for a window of zeros, which outputs 0).
+ * DLT_NEGATIVE_INPUT if a value is negative, where the probabilities are undefined. */
+static int NAME(stochastic_pool)(const REAL *x, const struct pool_shape *s, uint64_t seed, int threads, REAL *out,
+                                 int64_t *picked)
+{
+    /* the windows of the vectorised path: the 2x2 windows wholly inside the image */
+    int64_t rows = 0, cols = 0, negative = 0;
+    int status = DLT_OK;
+    if (s->wh == 2 && s->ww == 2 && s->height >= 2 && s->width >= 2) {
+        rows = MIN(s->oh, (s->height - 2) / s->sh + 1);
+        cols = MIN(s->ow, (s->width - 2) / s->sw + 1);
+    }
+    const int64_t capacity = MAX(PICK_BLOCK, cols);
+    int64_t *corner = malloc(sizeof(int64_t) * MAX(rows * cols, 1));
+    if (!corner)
+        return DLT_NO_MEMORY;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            corner[i * cols + j] = i * s->sh * s->width + j * s->sw;
+    #pragma omp parallel num_threads(threads) if (threads > 1 && s->batch > 1) reduction(|: negative)
+    {
+        REAL *work = rows > 0 ? malloc(sizeof(REAL) * 4 * capacity) : NULL; /* top, bottom */
+        const int ready = rows == 0 || work;
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < s->batch; b++) {
+            if (!ready)
+                continue;
+            if (rows > 0)
+                negative |= NAME(pick_2x2_windows)(x, s, seed, corner, b, rows, cols, work, capacity, out, picked);
+            for (int64_t i = 0; i < s->oh; i++)
+                for (int64_t j = i < rows ? cols : 0; j < s->ow; j++)
+                    negative |= NAME(pick_in_window)(x, s, seed, b, i, j, out, picked);
+        }
+        if (!ready) {
+            #pragma omp atomic write
+            status = DLT_NO_MEMORY;
+        }
+        free(work);
+    }
+    free(corner);
+    if (status != DLT_OK)
+        return status;
+    return negative ? DLT_NEGATIVE_INPUT : DLT_OK;
 }

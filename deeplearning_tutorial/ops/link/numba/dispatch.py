@@ -159,7 +159,7 @@ def numba_funcify_StochasticPool(op, node, threads, **kwargs):
 
     @numba_njit
     def stochastic_pool_node(x, seed):
-        out, picked = stochastic.stochastic_pool(as_3d(x), seed.item(), wh, ww, sh, sw, ignore_border)
+        out, picked = kernels.stochastic_pool(as_3d(x), seed.item(), wh, ww, sh, sw, ignore_border, threads)
         shape = x.shape[:-2] + out.shape[-2:]
         return out.reshape(shape), picked.reshape(shape)
 
