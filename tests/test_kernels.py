@@ -177,24 +177,30 @@ def test_full_and_half_padding_come_from_the_filter_size(border, expected):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("mode", ["sum", "average_inc_pad", "average_exc_pad"])
+@pytest.mark.parametrize("mode", ["sum", "average_inc_pad", "average_exc_pad", "l2"])
 @pytest.mark.parametrize("window, stride", [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((2, 3), (1, 3))])
-def test_sum_pooling_of_whole_windows_equals_the_general_path_to_the_bit(window, stride, mode, dtype):
-    """With the border ignored and no padding, sum and average pooling take a
-    row-at-a-time path; ``ignore_border=False`` on a size where every window is
-    whole takes the general one.  Same windows, same order of additions."""
+@pytest.mark.parametrize("pooled", [(3, 4), (40, 30), (2, 601)])  # one block of windows, several, a long row
+def test_sum_pooling_of_whole_windows_equals_the_general_path_to_the_bit(pooled, window, stride, mode, dtype):
+    """With the border ignored and no padding, sum, average and L2 pooling take a
+    path of whole windows (in blocks of rows where the windows lie side by side);
+    ``ignore_border=False`` on a size where every window is whole takes the general
+    one.  Same windows, same order of additions."""
     rng = np.random.default_rng(3)
-    (wh, ww), (sh, sw) = window, stride
-    height, width = 2 * sh + wh, 3 * sw + ww  # windows fit exactly: no partial one at the border
+    (wh, ww), (sh, sw), (oh, ow) = window, stride, pooled
+    height, width = (oh - 1) * sh + wh, (ow - 1) * sw + ww  # windows fit exactly: no partial one at the border
     x = rng.standard_normal((4, height, width)).astype(dtype)
     geometry = dict(wh=wh, ww=ww, sh=sh, sw=sw, ph=0, pw=0, mode=kernels.POOL_MODES[mode], threads=2)
     fast = kernels.pool(x, ignore_border=True, **geometry)
     general = kernels.pool(x, ignore_border=False, **geometry)
-    assert fast.shape == general.shape == (4, 3, 4)
+    assert fast.shape == general.shape == (4, oh, ow)
     np.testing.assert_array_equal(fast, general)
     windows = sliding_window_view(x, window, axis=(1, 2))[:, ::sh, ::sw]
-    reference = windows.sum(axis=(-2, -1)) / (1 if mode == "sum" else wh * ww)
-    np.testing.assert_allclose(fast, reference, rtol=1e-5 if dtype == "float32" else 1e-12)
+    if mode == "l2":
+        reference = np.sqrt((windows.astype(np.float64) ** 2).sum(axis=(-2, -1)))
+    else:
+        reference = windows.astype(np.float64).sum(axis=(-2, -1)) / (1 if mode == "sum" else wh * ww)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(fast, reference, rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

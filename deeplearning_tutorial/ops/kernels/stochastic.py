@@ -16,7 +16,7 @@ from deeplearning_tutorial.ops import kernels
 @kernels.inline
 def _whole_2x2_windows(rows, cols, wh, ww, sh, sw, oh, ow):
     """How many rows and columns of windows take the unrolled path: the 2x2 windows that lie
-    wholly inside the image (none for other windows)."""
+    wholly inside the image (none for other windows), as the C pick counts them."""
     if wh != 2 or ww != 2 or rows < 2 or cols < 2:
         return 0, 0
     return min(oh, (rows - 2) // sh + 1), min(ow, (cols - 2) // sw + 1)
@@ -26,10 +26,6 @@ def _whole_2x2_windows(rows, cols, wh, ww, sh, sw, oh, ow):
 def _window_2x2(x, b, r0, c0):
     """The 2x2 window of image ``b`` whose top left is (r0, c0): (a0, a1 / a2, a3)."""
     return x[b, r0, c0], x[b, r0, c0 + 1], x[b, r0 + 1, c0], x[b, r0 + 1, c0 + 1]
-
-
-# the pooled length, the kernels' one formula, compiled for the Numba functions below
-_pool_output_size = kernels.jit(kernels.pool_output_size)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -89,8 +85,8 @@ def weighted_average_pool(x, wh, ww, sh, sw, ignore_border):
     average ``sum(a**2) / sum(a)``, 0 for a window of zeros."""
     x = np.ascontiguousarray(x)
     n, rows, cols = x.shape
-    oh = _pool_output_size(rows, wh, sh, 0, ignore_border)
-    ow = _pool_output_size(cols, ww, sw, 0, ignore_border)
+    oh = kernels._pool_output_size(rows, wh, sh, 0, ignore_border)
+    ow = kernels._pool_output_size(cols, ww, sw, 0, ignore_border)
     out, negative = _weighted_average(x, wh, ww, sh, sw, oh, ow)
     if negative.any():
         raise ValueError(kernels.NEGATIVE_ACTIVATION)

@@ -2,8 +2,8 @@
  *
  * Compiled ahead of time (when the package is installed), so that no graph
  * has to compile them: the Numba backend calls these functions by name, the
- * C VM and Python modes through the same small Numba functions in kernels.py.
- * Each exported dlt_* function takes the element size (4: float32, 8:
+ * C VM and Python modes through the same small Numba functions in
+ * kernels/__init__.py.  Each exported kernel takes the element size (4: float32, 8:
  * float64) first, C-contiguous arrays as pointers, the geometry as a struct
  * (conv_shape or pool_shape) and returns a DLT_* status.
  * Shapes are checked by the callers.  Work is split over OpenMP threads, the
@@ -157,8 +157,10 @@ static int tiles(const struct pool_shape *s)
 /* A loop that vectorises well only with instructions beyond x86-64's baseline (64-bit
  * integer products): the function holding it is compiled for AVX-512 (x86-64-v4) and
  * AVX2 (x86-64-v3) too, and the loader picks the version the processor can run
- * (GCC's function multi-versioning). */
-#if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+ * (GCC's function multi-versioning, which needs glibc's ifunc); other compilers and
+ * systems build the baseline version alone, with the same results. */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__INTEL_COMPILER) && __GNUC__ >= 12
 #define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SIMD_CLONES
@@ -227,10 +229,10 @@ static inline __attribute__((always_inline)) double window_uniform(uint64_t seed
         return status_;                                                                \
     } while (0)
 
-/* The exported kernels take the geometry by name, as a struct: kernels.py builds
+/* The exported kernels take the geometry by name, as a struct: kernels/__init__.py builds
  * it as a named tuple of the same int64 fields (ConvShape, PoolShape there). */
 
-/* For the tests: the sizes of the two structs, which kernels.py's named tuples must match. */
+/* For the tests: the sizes of the two structs, which kernels/__init__.py's named tuples must match. */
 EXPORT void dlt_struct_sizes(int64_t *result)
 {
     result[0] = sizeof(struct conv_shape);
@@ -312,7 +314,7 @@ EXPORT double dlt_window_uniform(int64_t seed, int64_t index)
  * loaded, like any other part of the package. */
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_kernels",
-    "The compiled convolution and pooling kernels; called through kernels.py.", -1,
+    "The compiled convolution and pooling kernels; called through kernels/__init__.py.", -1,
     NULL, NULL, NULL, NULL, NULL,
 };
 

@@ -447,7 +447,7 @@ static inline __attribute__((always_inline)) void NAME(add_window_columns)(const
                 o[w] += run[w * ww + v];
 }
 
-/* sum_pool_full_windows where the windows of a row lie side by side (stride = width):
+/* sum_pool_full_windows where the windows of a row lie side by side (sw = ww):
  * blocks of whole output rows, each window row's values copied for all the block's
  * rows (one run of ow * ww values per image row), then each of its columns added to
  * all the block's windows in one loop; the same order of additions as pool_image (window
