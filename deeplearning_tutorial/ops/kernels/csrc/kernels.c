@@ -87,8 +87,7 @@ EXPORT void dlt_blas_restore_threads(int threads)
 /* Stochastic pooling picks, and sum pooling adds, at most this many windows in one
  * vectorised loop (more when one row has more), so that the rows they copy for it
  * stay in L1. */
-#define PICK_BLOCK 512
-#define POOL_BLOCK 512
+#define WINDOW_BLOCK 512
 
 struct conv_shape {
     int64_t images, channels, height, width, filters, kh, kw, oh, ow, ph, pw, sh, sw, dh, dw;

@@ -433,6 +433,16 @@ static void NAME(sum_pool_full_windows)(const REAL *x, const struct pool_shape *
     }
 }
 
+/* Row u of the windows of output rows [i0, i0 + rows), where the windows lie side by
+ * side (sw = ww): the first `length` values of each such image row, one run after
+ * another in runs, so that loops over all the block's windows read them in order. */
+static void NAME(copy_window_rows)(const REAL *image, const struct pool_shape *s, int64_t i0, int64_t rows,
+                                   int64_t u, int64_t length, REAL *runs)
+{
+    for (int64_t i = 0; i < rows; i++)
+        memcpy(runs + i * length, image + ((i0 + i) * s->sh + u) * s->width, sizeof(REAL) * length);
+}
+
 /* o[w] += the v-th value (its square for L2) of each of n windows of width ww whose
  * values lie one after another in run. */
 static inline __attribute__((always_inline)) void NAME(add_window_columns)(const REAL *restrict run, int64_t ww,
@@ -455,7 +465,7 @@ static inline __attribute__((always_inline)) void NAME(add_window_columns)(const
 static int NAME(sum_pool_side_by_side)(const REAL *x, const struct pool_shape *s, int mode, int threads, REAL *out)
 {
     const REAL count = (REAL)(s->wh * s->ww);
-    const int64_t run = s->ow * s->ww, block_rows = MAX(1, POOL_BLOCK / MAX(s->ow, 1));
+    const int64_t run = s->ow * s->ww, block_rows = MAX(1, WINDOW_BLOCK / MAX(s->ow, 1));
     const int square = mode == DLT_L2;
     int status = DLT_OK;
     #pragma omp parallel num_threads(threads) if (threads > 1 && s->batch > 1)
@@ -472,8 +482,7 @@ static int NAME(sum_pool_side_by_side)(const REAL *x, const struct pool_shape *s
                 for (int64_t w = 0; w < n; w++)
                     o[w] = 0;
                 for (int64_t u = 0; u < s->wh; u++) {
-                    for (int64_t i = 0; i < rows; i++)
-                        memcpy(runs + i * run, image + ((i0 + i) * s->sh + u) * s->width, sizeof(REAL) * run);
+                    NAME(copy_window_rows)(image, s, i0, rows, u, run, runs);
                     if (s->ww == 2) /* the usual width, as a constant: its loads vectorise as pairs */
                         NAME(add_window_columns)(runs, 2, n, square, o);
                     else
@@ -781,18 +790,18 @@ SIMD_CLONES static int64_t NAME(pick_2x2_windows)(const REAL *x, const struct po
     int64_t negative = 0;
     for (int64_t i0 = 0; i0 < rows; i0 += block_rows) {
         const int64_t i1 = MIN(rows, i0 + block_rows), first = (b * s->oh + i0) * s->ow;
-        for (int64_t i = i0; i < i1; i++) {
-            const REAL *row = image + corner[i * cols];
-            REAL *t = top + 2 * (i - i0) * cols, *u = bottom + 2 * (i - i0) * cols;
-            if (s->sw == 2) {
-                memcpy(t, row, sizeof(REAL) * 2 * cols);
-                memcpy(u, row + s->width, sizeof(REAL) * 2 * cols);
-            } else
+        if (s->sw == 2) { /* windows side by side */
+            NAME(copy_window_rows)(image, s, i0, i1 - i0, 0, 2 * cols, top);
+            NAME(copy_window_rows)(image, s, i0, i1 - i0, 1, 2 * cols, bottom);
+        } else
+            for (int64_t i = i0; i < i1; i++) {
+                const REAL *row = image + corner[i * cols];
+                REAL *t = top + 2 * (i - i0) * cols, *u = bottom + 2 * (i - i0) * cols;
                 for (int64_t j = 0; j < cols; j++) {
                     t[2 * j] = row[j * s->sw], t[2 * j + 1] = row[j * s->sw + 1];
                     u[2 * j] = row[s->width + j * s->sw], u[2 * j + 1] = row[s->width + j * s->sw + 1];
                 }
-        }
+            }
         negative |= NAME(pick_2x2)(top, bottom, corner + i0 * cols, s->width, seed, first, (i1 - i0) * cols,
                                    out + first, picked + first);
     }
@@ -849,7 +858,7 @@ static int NAME(stochastic_pool)(const REAL *x, const struct pool_shape *s, uint
         rows = MIN(s->oh, (s->height - 2) / s->sh + 1);
         cols = MIN(s->ow, (s->width - 2) / s->sw + 1);
     }
-    const int64_t capacity = MAX(PICK_BLOCK, cols);
+    const int64_t capacity = MAX(WINDOW_BLOCK, cols);
     int64_t *corner = malloc(sizeof(int64_t) * MAX(rows * cols, 1));
     if (!corner)
         return DLT_NO_MEMORY;
