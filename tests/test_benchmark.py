@@ -47,3 +47,29 @@ def test_profile_nodes_runs_the_training_graph_node_by_node(mnist_path):
         if variable in by_input:
             np.testing.assert_allclose(by_input[variable], container.data, rtol=1e-6, atol=1e-7)
     assert len(by_input) == len(model.params)
+
+
+def test_profile_compile_splits_a_first_call_into_the_graph_and_its_nodes():
+    import profile_compile
+
+    graph = profile_compile.GRAPH_FUNCTION
+    # (depth, name, seconds, own seconds) in order of start: a cache wrapper, the graph, two kinds of node
+    events = [(0, graph, 10.0, 2.0), (1, graph, 8.0, 3.0), (2, "elemwise", 2.0, 1.5), (3, "impl", 0.5, 0.5),
+              (2, "elemwise", 1.0, 1.0), (2, "careduce_add", 2.0, 2.0)]
+    summary = profile_compile.summarize(events)
+    assert summary["compilations"] == 6
+    assert summary["graph_own_s"] == 5.0
+    assert summary["nodes"] == {"elemwise": (2, 3.0), "careduce_add": (1, 2.0)}
+    text = profile_compile.report("lenet", {"train_model": {"first_call_s": 10.0, **summary}}, top=1)
+    assert text.splitlines() == [
+        "lenet train_model: first call 10.00 s, 6 Numba compilations; the whole graph's own 5.00 s, its nodes 5.00 s",
+        "      3.00 s    2 x  elemwise"]
+
+
+def test_profile_compile_refuses_a_cache_dir_that_is_not_empty(tmp_path, capsys):
+    import profile_compile
+
+    (tmp_path / "old").write_text("x")
+    with pytest.raises(SystemExit):
+        profile_compile.main(["logistic", "--cache-dir", str(tmp_path)])
+    assert "not empty" in capsys.readouterr().err
