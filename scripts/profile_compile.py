@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from numba.core import event
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -43,63 +45,55 @@ GRAPH_FUNCTION = "numba_funcified_fgraph"
 FUNCTIONS = ("train_model", "validate_model", "test_model")
 
 
-class CompileEvents:
+class CompileEvents(event.Listener):
     """Numba's compile events as a tree: (depth, name, seconds, own seconds), in order of start."""
 
     def __init__(self):
         self.events: list = []
         self._open: list = []
 
-    def on_start(self, event):
+    def on_start(self, ev):
         self._open.append([time.perf_counter(), 0.0, len(self.events)])
         self.events.append(None)
 
-    def on_end(self, event):
+    def on_end(self, ev):
         start, children, index = self._open.pop()
         seconds = time.perf_counter() - start
         if self._open:
             self._open[-1][1] += seconds
-        function = getattr(event.data.get("dispatcher"), "py_func", None)
+        function = getattr(ev.data.get("dispatcher"), "py_func", None)
         name = getattr(function, "__qualname__", "?").split(".<locals>.")[-1]
         self.events[index] = (len(self._open), name, seconds, seconds - children)
-
-    def listener(self):
-        from numba.core import event
-
-        events = self
-
-        class Listener(event.Listener):
-            def on_start(self, ev):
-                events.on_start(ev)
-
-            def on_end(self, ev):
-                events.on_end(ev)
-
-        return Listener()
 
 
 def summarize(events: list) -> dict:
     """One first call's compilations: their number, the graph functions' own seconds, and the
-    seconds of the graph's node functions (helpers included) by name, as (count, seconds)."""
-    graph_depth = max((depth for depth, name, _, _ in events if name == GRAPH_FUNCTION), default=-1)
+    seconds of the graph's node functions (helpers included) by name, as (count, seconds).
+
+    The graph functions are the chain the events start with (the cache wrapper, then the graph,
+    one level down each); the nodes are the children of its last link.  A graph inside a node
+    (an ``OpFromGraph``'s) counts as part of that node."""
+    graph = []
+    for depth, name, _, own in events:
+        if name != GRAPH_FUNCTION or depth != len(graph):
+            break
+        graph.append(own)
     nodes: dict = collections.defaultdict(lambda: [0, 0.0])
     for depth, name, seconds, _ in events:
-        if depth == graph_depth + 1:
+        if depth == len(graph):
             nodes[name][0] += 1
             nodes[name][1] += seconds
     return {
         "compilations": len(events),
-        "graph_own_s": sum(own for _, name, _, own in events if name == GRAPH_FUNCTION),
+        "graph_own_s": sum(graph),
         "nodes": {name: tuple(value) for name, value in nodes.items()},
     }
 
 
 def profile(model: str) -> dict:
     """First-call seconds and compile summary of each of ``model``'s functions, in this process."""
-    from numba.core import event
-
     recorder = CompileEvents()
-    event.register("numba:compile", recorder.listener())
+    event.register("numba:compile", recorder)
     with contextlib.redirect_stdout(io.StringIO()):
         built = benchmark.build(model)
     results = {}

@@ -60,6 +60,10 @@ def test_profile_compile_splits_a_first_call_into_the_graph_and_its_nodes():
     assert summary["compilations"] == 6
     assert summary["graph_own_s"] == 5.0
     assert summary["nodes"] == {"elemwise": (2, 3.0), "careduce_add": (1, 2.0)}
+    # a graph inside a node (an OpFromGraph's) is that node's, not the graph's own
+    nested = profile_compile.summarize(events + [(2, "opfromgraph", 1.0, 0.2), (3, graph, 0.8, 0.8)])
+    assert nested["graph_own_s"] == 5.0
+    assert nested["nodes"]["opfromgraph"] == (1, 1.0)
     text = profile_compile.report("lenet", {"train_model": {"first_call_s": 10.0, **summary}}, top=1)
     assert text.splitlines() == [
         "lenet train_model: first call 10.00 s, 6 Numba compilations; the whole graph's own 5.00 s, its nodes 5.00 s",
