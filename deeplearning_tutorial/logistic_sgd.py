@@ -118,6 +118,16 @@ class LogisticRegression:
 # end-snippet-1
 
 
+def shared_dataset(data_xy, borrow=True):
+    """One split ``(x, y)`` as ``load_data`` returns it: ``x`` a shared floatX matrix, ``y`` the
+    labels stored as a shared floatX vector (so that they could live on a GPU, as in Theano) and
+    cast to int32."""
+    data_x, data_y = data_xy
+    shared_x = pytensor.shared(np.asarray(data_x, dtype=pytensor.config.floatX), borrow=borrow)
+    shared_y = pytensor.shared(np.asarray(data_y, dtype=pytensor.config.floatX), borrow=borrow)
+    return shared_x, pt.cast(shared_y, "int32")
+
+
 def load_data(dataset):
     """Load MNIST into shared variables: ``[(train_x, train_y), (valid_x, valid_y), (test_x, test_y)]``.
 
@@ -150,12 +160,6 @@ def load_data(dataset):
     """
     train_set, valid_set, test_set = ensure_dataset(dataset)
     print("... loading data")
-
-    def shared_dataset(data_xy, borrow=True):
-        data_x, data_y = data_xy
-        shared_x = pytensor.shared(np.asarray(data_x, dtype=pytensor.config.floatX), borrow=borrow)
-        shared_y = pytensor.shared(np.asarray(data_y, dtype=pytensor.config.floatX), borrow=borrow)
-        return shared_x, pt.cast(shared_y, "int32")
 
     test_set_x, test_set_y = shared_dataset(test_set)
     valid_set_x, valid_set_y = shared_dataset(valid_set)

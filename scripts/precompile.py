@@ -31,38 +31,34 @@ from pathlib import Path
 
 import numpy as np
 import pytensor
-import pytensor.tensor as pt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deeplearning_tutorial import convolutional_mlp  # noqa: E402
+from deeplearning_tutorial.logistic_sgd import shared_dataset  # noqa: E402
 
 IMAGE_PIXELS = 28 * 28
 
 
 def placeholder_datasets(rows: int) -> list:
-    """Zeros shaped and typed as ``load_data`` returns MNIST, ``rows`` examples per split:
-    ``(x, y)`` per split, ``x`` a floatX shared matrix, ``y`` a floatX shared vector cast to int32."""
-    floatX = pytensor.config.floatX
-
-    def split():
-        x = pytensor.shared(np.zeros((rows, IMAGE_PIXELS), dtype=floatX), borrow=True)
-        y = pytensor.shared(np.zeros(rows, dtype=floatX), borrow=True)
-        return x, pt.cast(y, "int32")
-
-    return [split() for _ in range(3)]
+    """Zeros shaped and typed as ``load_data`` returns MNIST, ``rows`` examples per split."""
+    return [shared_dataset((np.zeros((rows, IMAGE_PIXELS)), np.zeros(rows))) for _ in range(3)]
 
 
-def tutorial_defaults() -> dict:
-    """The arguments of ``build_model`` that ``evaluate_lenet5`` passes when run without options."""
+def run_arguments() -> dict:
+    """The arguments, data aside, with which ``evaluate_lenet5`` calls ``build_model`` when run
+    without options (``make run``)."""
     defaults = {name: parameter.default
                 for name, parameter in inspect.signature(convolutional_mlp.evaluate_lenet5).parameters.items()}
-    return {name: defaults[name] for name in ("learning_rate", "nkerns", "batch_size", "seed")}
+    network = convolutional_mlp.network_options(
+        **{name: defaults[name] for name in inspect.signature(convolutional_mlp.network_options).parameters})
+    return {name: defaults[name] for name in ("learning_rate", "nkerns", "batch_size", "seed")} | {
+        "network": network}
 
 
 def build_placeholder_model():
     """LeNet as ``make run`` builds it, on placeholder data (one minibatch per split)."""
-    arguments = tutorial_defaults()
+    arguments = run_arguments()
     with contextlib.redirect_stdout(io.StringIO()):
         return convolutional_mlp.build_model(placeholder_datasets(arguments["batch_size"]), **arguments)
 

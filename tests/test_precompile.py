@@ -6,6 +6,7 @@ import contextlib
 import io
 import sys
 
+import numba
 import pytest
 from conftest import REPO
 from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
@@ -20,19 +21,38 @@ FUNCTIONS = ("train_model", "validate_model", "test_model")
 
 
 def cache_keys(model) -> dict:
-    """The key under which PyTensor's NUMBA linker caches each function's whole graph."""
-    return {name: numba_funcify_and_cache_key(getattr(model, name).maker.fgraph)[1] for name in FUNCTIONS}
+    """What PyTensor's NUMBA linker and Numba's cache index file each function's compiled graph
+    under: the whole graph's key and the Numba types of its arguments."""
+    keys = {}
+    for name in FUNCTIONS:
+        function = getattr(model, name)
+        argument_types = tuple(numba.typeof(storage.data) for storage in function.input_storage)
+        keys[name] = (numba_funcify_and_cache_key(function.maker.fgraph)[1], argument_types)
+    return keys
 
 
 def real_model(mnist_path, **overrides):
-    arguments = precompile.tutorial_defaults() | overrides
+    arguments = precompile.run_arguments() | overrides
     with contextlib.redirect_stdout(io.StringIO()):
         return convolutional_mlp.build_model(load_data(mnist_path), **arguments)
 
 
-def test_the_defaults_are_evaluate_lenet5s():
-    assert precompile.tutorial_defaults() == {"learning_rate": 0.1, "nkerns": [20, 50], "batch_size": 500,
-                                              "seed": 23455}
+class Built(Exception):
+    pass
+
+
+def test_the_arguments_are_those_evaluate_lenet5_builds_with(mnist_path, tmp_path, monkeypatch):
+    calls = []
+
+    def record(datasets, **arguments):
+        calls.append(arguments)
+        raise Built
+
+    monkeypatch.setattr(convolutional_mlp, "build_model", record)
+    monkeypatch.chdir(tmp_path)
+    with contextlib.redirect_stdout(io.StringIO()), pytest.raises(Built):
+        convolutional_mlp.evaluate_lenet5(dataset=mnist_path)
+    assert calls == [precompile.run_arguments()]
 
 
 def test_placeholder_data_is_typed_as_load_datas(mnist_path):
@@ -50,7 +70,7 @@ def placeholder_keys():
 
 
 def test_the_placeholder_graphs_are_cached_under_the_real_runs_keys(mnist_path, placeholder_keys):
-    assert all(key is not None for key in placeholder_keys.values())
+    assert all(key is not None for key, _ in placeholder_keys.values())
     assert cache_keys(real_model(mnist_path)) == placeholder_keys
     # validation and test share one graph, compiled once
     assert placeholder_keys["validate_model"] == placeholder_keys["test_model"]
@@ -58,4 +78,4 @@ def test_the_placeholder_graphs_are_cached_under_the_real_runs_keys(mnist_path, 
 
 def test_another_batch_size_is_another_graph(mnist_path, placeholder_keys):
     keys = cache_keys(real_model(mnist_path, batch_size=250))
-    assert all(keys[name] != placeholder_keys[name] for name in FUNCTIONS)
+    assert all(keys[name][0] != placeholder_keys[name][0] for name in FUNCTIONS)
