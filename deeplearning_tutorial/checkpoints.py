@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import sys
+import time
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -122,11 +123,17 @@ def describe_config(config: dict) -> str:
 # --------------------------------------------------------------------------
 
 
+LOCK_WRITE_GRACE = 0.2
+"""Seconds a lock found empty is given to receive its pid before it counts as stale."""
+
+
 class RunLock:
     """``<file>.lock`` beside each file of a running run, holding the process id.
 
     A lock left by a process that no longer exists (killed, crashed) or by
-    this very process (an earlier call that raised) is taken over.
+    this very process (an earlier call that raised) is taken over, and so is
+    one still empty after :data:`LOCK_WRITE_GRACE` (a run creates its lock,
+    then writes its pid into it).
     """
 
     def __init__(self, paths: Sequence[Path]) -> None:
@@ -161,6 +168,9 @@ class RunLock:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = _lock_owner(lock)
+                if owner is None:  # just created by a run yet to write its pid, or left empty by a crash
+                    time.sleep(LOCK_WRITE_GRACE)
+                    owner = _lock_owner(lock)
                 if owner is not None and owner != os.getpid() and _process_exists(owner):
                     raise RunFileError(
                         f"another run (process {owner}) is writing {target}; wait for it to end, or "

@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -203,6 +204,25 @@ def test_two_runs_cannot_write_the_same_files(tmp_path):
     assert (tmp_path / "mlp.ckpt.lock").read_text() == str(os.getpid())
     files.release()
     assert not (tmp_path / "mlp.ckpt.lock").exists() and not (tmp_path / "best.npz.lock").exists()
+
+
+def test_a_lock_is_not_taken_while_its_run_writes_its_pid(tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = tmp_path / "mlp.ckpt.lock"
+    try:
+        lock.touch()  # created by the other run, its pid not written yet
+        writer = threading.Timer(0.02, lambda: lock.write_text(str(other.pid)))
+        writer.start()
+        with pytest.raises(RunFileError, match=rf"another run \(process {other.pid}\)"):
+            RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
+        writer.join()
+    finally:
+        other.kill()
+        other.wait()
+    lock.write_text("")  # left empty by a crash: taken over after the grace period
+    files = RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
+    assert lock.read_text() == str(os.getpid())
+    files.release()
 
 
 def test_an_unwritable_folder_is_refused_before_building_even_for_root(tmp_path, monkeypatch):
