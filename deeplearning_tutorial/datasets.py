@@ -23,8 +23,8 @@ import hashlib
 import io
 import os
 import pickle
+import secrets
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,11 +143,15 @@ def describe_os_error(path: Path, exc: OSError) -> str:
 # --------------------------------------------------------------------------
 
 
-def _umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so it is set back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new, empty file beside ``path`` with a unique name, its mode what ``open()`` would give
+    (0666 less the umask, applied by the kernel: the process's umask is not touched)."""
+    while True:
+        name = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), name
+        except FileExistsError:
+            continue
 
 
 @contextmanager
@@ -166,9 +170,11 @@ def atomic_write(path: Path | str, mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would have given
+        fd, tmp_name = _create_temporary(path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    try:
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
