@@ -14,8 +14,10 @@ from pathlib import Path
 import numba
 from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
 
+from deeplearning_tutorial.ops import conv as conv_module
 from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops import pool as pool_module
+from deeplearning_tutorial.ops import pool_kinds as pool_kinds_module
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
 from deeplearning_tutorial.ops.kernels import stochastic
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
@@ -37,7 +39,9 @@ def source_hash(*sources: str) -> str:
     return hashlib.sha256(b"".join(Path(source).read_bytes() for source in sources)).hexdigest()[:16]
 
 
-_SOURCE_HASH = source_hash(kernels.__file__, stochastic.__file__, pool_module.__file__, __file__)
+# the modules whose code the implementations compile in: the kernels' bindings and the Ops' params
+_SOURCE_HASH = source_hash(kernels.__file__, stochastic.__file__, conv_module.__file__, pool_module.__file__,
+                           pool_kinds_module.__file__, __file__)
 
 
 def _register(op_type):
