@@ -915,7 +915,7 @@ class _ProgressBar:
         if record["status"] == "done":
             self.done += 1
             self.best = min(self.best, record["validation"])
-        elif record["status"] == "failed":
+        elif record["status"] in ("failed", "lost"):
             self.failed += 1
 
     def show(self, running: int) -> None:

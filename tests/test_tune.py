@@ -277,3 +277,11 @@ def test_a_study_runs_from_the_command_line_with_its_report(tiny_mnist, tmp_path
 def test_the_quick_example_study_loads():
     study = tune.load_study(REPO / "studies" / "logistic_sgd_lr_batch.toml")
     assert len(tune.expand_trials(study)) == 6 and study.floatX == "float64"
+
+
+def test_the_progress_bar_counts_lost_trials_as_finished():
+    bar = tune._ProgressBar(total=3, records={"a": {"status": "lost"}}, ids=["a", "b", "c"], enabled=False)
+    assert bar.failed == 1
+    bar.finished({"status": "lost"})
+    bar.finished({"status": "done", "validation": 0.05})
+    assert (bar.done, bar.failed, bar.best) == (1, 2, 0.05)
