@@ -41,13 +41,15 @@ def draw_training_image(images: np.ndarray, index: int, path: Path) -> None:
     axes.set_title(f"train_set_x[{index}] (pixel values x 256)")
     axes.set_xticks(range(0, 28, 4))
     axes.set_yticks(range(0, 28, 4))
-    figure.savefig(path, dpi=150, bbox_inches="tight")
+    with datasets.atomic_write(path) as handle:
+        figure.savefig(handle, format="png", dpi=150, bbox_inches="tight")
     plt.close(figure)
 
 
 def draw_first_digits(images: np.ndarray, path: Path) -> None:
     grid = tile_raster_images(images[:100], img_shape=(28, 28), tile_shape=(10, 10), tile_spacing=(1, 1))
-    plt.imsave(path, grid, cmap="gray")
+    with datasets.atomic_write(path) as handle:
+        plt.imsave(handle, grid, format="png", cmap="gray")
 
 
 def draw_c3_connections(table: np.ndarray, path: Path) -> None:
@@ -60,7 +62,8 @@ def draw_c3_connections(table: np.ndarray, path: Path) -> None:
     axes.set_xlabel("C3 feature map")
     axes.set_ylabel("S2 feature map")
     axes.set_title(f"LeNet-5's S2 -> C3 connections ({int(table.sum())} of {table.size} pairs)")
-    figure.savefig(path, dpi=150, bbox_inches="tight")
+    with datasets.atomic_write(path) as handle:
+        figure.savefig(handle, format="png", dpi=150, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -132,7 +135,8 @@ def draw_s2_to_c3(image: np.ndarray, path: Path) -> None:
         ax.set_title(label, fontsize=8)
     figure.suptitle("One C3 feature map sums the convolutions of all six S2 maps, plus one bias, "
                     "through the activation", fontsize=10)
-    figure.savefig(path, dpi=130, bbox_inches="tight")
+    with datasets.atomic_write(path) as handle:
+        figure.savefig(handle, format="png", dpi=130, bbox_inches="tight")
     plt.close(figure)
 
 

@@ -42,6 +42,13 @@ def test_results_come_from_the_recorded_history():
     assert [i for i, _ in result["test_curve"]] == [100, 200]
 
 
+def test_time_ratios_compare_whole_runs_only():
+    assert reproduce.time_ratio({"minutes": 380.28}, 104.16) == "3.7x faster"
+    assert reproduce.time_ratio({"minutes": 1.0}, 4.0) == "4.0x slower"
+    assert reproduce.time_ratio({"minutes": None}, 4.0) == "-"
+    assert reproduce.time_ratio(reproduce.PUBLISHED["logistic_cg"], 4.92) == "-"  # the optimisation's time only
+
+
 def test_seeds_repeat_a_run_with_the_next_seeds_and_report_their_spread(mnist_path, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTENSOR_FLAGS", "floatX=float32")  # the children get their own flags
     quick = ["--only", "mlp", "--floatX", "float32", "--seeds", "2", "--out", str(tmp_path),
