@@ -102,10 +102,11 @@ class LeNetConvPoolLayer:
 POOL_MODES = ("max", "sum", "average_inc_pad", "average_exc_pad", "l2")
 
 
-def _pairs(name, values, n=2):
-    """``n`` (rows, cols) pairs from ints (squares) or pairs, as the command line gives ints."""
-    if len(values) != n:
-        raise ValueError(f"{name} needs {n} entries, one per convolution layer; got {list(values)!r}")
+def _pairs(name, values):
+    """Two (rows, cols) pairs, one per convolution layer, from ints (squares) or pairs, as the
+    command line gives ints."""
+    if len(values) != 2:
+        raise ValueError(f"{name} needs 2 entries, one per convolution layer; got {list(values)!r}")
     pairs = [tuple(v) if isinstance(v, (list, tuple)) else (v, v) for v in values]
     if not all(len(p) == 2 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in p)
                for p in pairs):

@@ -134,8 +134,7 @@ class WeightedAveragePool(_PoolBase):
     """Stochastic pooling at test time: each window's ``sum(a**2) / sum(a)``, 0 for a window of zeros.
 
     One pass over the input (and the check for negative values in the same
-    pass); its gradient is a graph of sum poolings, ``d/da_k = (2 a_k - out) / sum(a)``
-    summed over the windows holding ``a_k`` (0 in windows of zeros).
+    pass); its gradient, :class:`WeightedAveragePoolGrad`, is one pass too.
     """
 
     def __init__(self, ws, stride, ignore_border):

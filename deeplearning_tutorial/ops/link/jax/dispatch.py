@@ -67,7 +67,8 @@ def _sizes_or_unit_strides(op, node, what: str) -> tuple[int, int] | None:
     sizes = _static_size_pair(node)
     derived_padding = what == "filter" and any(isinstance(b, str) for b in op.border)
     if sizes is None and (op.subsample != (1, 1) or derived_padding):
-        raise NotImplementedError(f"the JAX backend needs the {what} size of {op} (strided, so not "
+        cause = "strided" if op.subsample != (1, 1) else f"padding {op.border!r}"
+        raise NotImplementedError(f"the JAX backend needs the {what} size of {op} ({cause}, so not "
                                   f"implied by the other shapes): give conv2d filter_shape= / "
                                   f"input_shape=, or tensors with static shapes")
     return sizes
