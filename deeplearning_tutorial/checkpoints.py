@@ -375,7 +375,8 @@ def _loop_state(path: Path, data: object) -> LoopState:
              and (data["stopped_by"] is None or integer(data["stopped_by"]))
              and isinstance(data["history"], list) and all(entry(h) for h in data["history"]))
     if not valid:
-        raise RunFileError(f"{path} has a damaged or altered loop state; it cannot be resumed")
+        raise RunFileError(f"{path} has a damaged or altered loop state; it cannot be resumed: start "
+                           f"over without --resume, with --discard-checkpoint, or move the file away")
     state = LoopState(**data)  # type: ignore[arg-type]  # checked above
     state.history = [(h[0], h[1], h[2]) for h in state.history]
     return state

@@ -375,7 +375,7 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
                           nkerns=nkerns)
     config = dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset),
                   nkerns=list(nkerns), batch_size=batch_size, seed=seed, floatX=pytensor.config.floatX,
-                  **_network_options(network))
+                  **_changed_network_options(network))
     files = RunFiles("convolutional_mlp", config, checkpoint_file, best_model_file, resume=resume,
                      discard_checkpoint=discard_checkpoint)
 
@@ -394,7 +394,7 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
     return state
 
 
-def _network_options(network):
+def _changed_network_options(network):
     """The network's options for the recorded config, only where they differ from the original's,
     so that checkpoints written before they existed still resume."""
     as_lists = lambda pairs: pairs and [list(p) for p in pairs]  # noqa: E731  (JSON has no tuples)

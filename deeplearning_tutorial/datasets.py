@@ -289,6 +289,8 @@ def read_checksums(idx_dir: Path) -> dict[str, str]:
 
 
 def find_idx_file(idx_dir: Path, name: str) -> Path:
+    """The IDX file ``name`` in ``idx_dir``, gzipped (as distributed) or not; DatasetError naming
+    the four files the folder must hold when it is missing."""
     for candidate in (idx_dir / f"{name}.gz", idx_dir / name):
         if candidate.exists():
             return candidate
@@ -406,6 +408,7 @@ class _LegacyNumpyPickler(pickle._Pickler):
 
 
 def dumps_dataset(dataset: Dataset) -> bytes:
+    """The pickle of ``mnist.pkl.gz`` (before gzip): protocol 2, loadable by NumPy 1.x and 2.x."""
     buffer = io.BytesIO()
     _LegacyNumpyPickler(buffer, protocol=2).dump(dataset)
     return buffer.getvalue()

@@ -223,8 +223,8 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
 # --------------------------------------------------------------------------
 
 
-class _StatusLine:
-    """The one live status line on stderr; cleared before any tutorial line is printed."""
+class StatusLine:
+    """A live status line on stderr, rewritten in place; cleared before any other line is printed."""
 
     def __init__(self) -> None:
         self.shown = False
@@ -241,7 +241,7 @@ class _StatusLine:
             self.shown = False
 
 
-_STATUS = _StatusLine()
+_STATUS = StatusLine()
 
 
 def say(line: str) -> None:
@@ -365,11 +365,12 @@ class ProgressLine(Hook):
             f"epoch {state.epoch}/{self.n_epochs} minibatch "
             f"{iter % self.n_train_batches + 1}/{self.n_train_batches} | "
             f"best valid {state.best_validation_loss * 100.0:.4f} % | "
-            f"elapsed {_hms(now - self.started)} | ETA to n_epochs {_hms(eta)}"
+            f"elapsed {format_hms(now - self.started)} | ETA to n_epochs {format_hms(eta)}"
         )
 
 
-def _hms(seconds: float) -> str:
+def format_hms(seconds: float) -> str:
+    """``h:mm:ss``; ``--:--:--`` for a time not known yet (NaN or infinite)."""
     if not math.isfinite(seconds):
         return "--:--:--"
     seconds = int(seconds)

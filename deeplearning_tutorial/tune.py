@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from deeplearning_tutorial.datasets import atomic_write
+from deeplearning_tutorial.training import StatusLine, format_hms
 
 # --------------------------------------------------------------------------
 # The programs a study can run
@@ -909,6 +910,7 @@ class _ProgressBar:
         self.failed = sum(r["status"] in ("failed", "lost") for r in current)
         self.best = min((r["validation"] for r in current if r["status"] == "done"), default=math.inf)
         self.start, self.new = time.perf_counter(), 0
+        self.line = StatusLine()
 
     def finished(self, record: dict) -> None:
         self.new += 1
@@ -927,22 +929,12 @@ class _ProgressBar:
         width = 30
         filled = int(width * finished / max(self.total, 1))
         best = f"{self.best:.4f} %" if math.isfinite(self.best) else "-"
-        sys.stderr.write(f"\r\x1b[2K[{'#' * filled}{'.' * (width - filled)}] {finished}/{self.total} | "
-                         f"{self.done} done, {running} running, {self.failed} failed | best valid {best} | "
-                         f"elapsed {_hms(elapsed)} | ETA {_hms(eta)}")
-        sys.stderr.flush()
+        self.line.show(f"[{'#' * filled}{'.' * (width - filled)}] {finished}/{self.total} | "
+                       f"{self.done} done, {running} running, {self.failed} failed | best valid {best} | "
+                       f"elapsed {format_hms(elapsed)} | ETA {format_hms(eta)}")
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[2K")
-            sys.stderr.flush()
-
-
-def _hms(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "--:--:--"
-    seconds = int(seconds)
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        self.line.clear()
 
 
 # --------------------------------------------------------------------------
