@@ -18,8 +18,12 @@ The package has one place per job:
   installed, the JAX mode runs them as XLA operations.
 
 Importing this package changes nothing outside the graphs that use these
-Ops; the opt-in speed-ups for the rest of such graphs are in
-:mod:`deeplearning_tutorial.speedups`.
+Ops: it registers their implementations with PyTensor's backends, and where
+JAX is installed but PyTensor's JAX backend not yet imported, it places a
+one-shot import hook first on ``sys.meta_path`` that registers the JAX
+implementations when that backend is imported, then removes itself (so that
+programs which never use JAX never import it).  The opt-in speed-ups for the
+rest of such graphs are in :mod:`deeplearning_tutorial.speedups`.
 """
 
 import importlib.abc
