@@ -28,7 +28,7 @@ from deeplearning_tutorial import cli, speedups
 from deeplearning_tutorial.checkpoints import RunFiles
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
-from deeplearning_tutorial.ops import conv2d, pool_2d
+from deeplearning_tutorial.ops import conv2d, kernels, pool_2d
 from deeplearning_tutorial.training import CompiledModel, ReportIterations, train
 from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
@@ -99,7 +99,7 @@ class LeNetConvPoolLayer:
 # end-snippet-1
 
 
-POOL_MODES = ("max", "sum", "average_inc_pad", "average_exc_pad", "l2")
+POOL_MODES = tuple(kernels.POOL_MODES)  # the deterministic modes of pool_2d
 
 
 def _pairs(name, values):
@@ -162,8 +162,7 @@ def network_options(filter_sizes=(5, 5), poolsizes=((2, 2), (2, 2)), pool_stride
     if pool_mode not in POOL_MODES:
         raise ValueError(f"pool_mode must be one of {', '.join(POOL_MODES)}; got {pool_mode!r} (stochastic pooling "
                          f"needs non-negative activations: see deeplearning_tutorial.lenet5 --subsampling stochastic)")
-    if isinstance(n_hidden, bool) or not isinstance(n_hidden, int) or n_hidden < 1:
-        raise ValueError(f"n_hidden must be a positive integer, got {n_hidden!r}")
+    check_positive_ints("n_hidden", [n_hidden], count=1)
     feature_map_sizes(filter_sizes, poolsizes, pool_strides)
     return dict(filter_sizes=filter_sizes, poolsizes=poolsizes,
                 pool_strides=None if pool_strides == poolsizes else pool_strides, pool_mode=pool_mode,

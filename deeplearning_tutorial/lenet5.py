@@ -60,7 +60,7 @@ from deeplearning_tutorial import cli, speedups
 from deeplearning_tutorial.checkpoints import RunFiles
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
-from deeplearning_tutorial.ops import conv2d, pool_2d, stochastic_pool_2d
+from deeplearning_tutorial.ops import conv2d, kernels, pool_2d, stochastic_pool_2d
 from deeplearning_tutorial.training import CompiledModel, ReportIterations, train
 from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
@@ -90,7 +90,7 @@ SCALING = {
     "lecun": (1.275 * 256 / 255, -0.1),  # 0 -> -0.1, 255/256 (full ink) -> 1.175
     "none": (1.0, 0.0),
 }
-SUBSAMPLING = ("lecun", "max", "sum", "average_inc_pad", "average_exc_pad", "l2", "stochastic")
+SUBSAMPLING = ("lecun", *kernels.POOL_MODES, "stochastic")
 IMAGE, PADDED = 28, 32
 PATIENCE_IMAGES = 10000 * 500  # the tutorial LeNet's patience, 10,000 minibatches of 500 images
 
