@@ -482,8 +482,7 @@ def trial_result(state: Any) -> dict[str, Any]:
     The patience loop's state (``training.LoopState``) has the best
     validation error, its test error and iteration, the epochs run and one
     history entry ``(iter, validation error, test error or None)`` per
-    validation; errors are fractions, iterations 0-based.  This is the only
-    place that knows that shape.
+    validation; errors are fractions, iterations 0-based.
 
     Returns
     -------
