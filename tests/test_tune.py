@@ -169,7 +169,7 @@ def test_the_cluster_sets_the_workers_environment_not_the_callers(client, enviro
     # after test_a_killed_worker_costs_only_its_trial: its worker's restart may still be under way
     deadline = time.monotonic() + 60
     client.wait_for_workers(2, timeout=60)
-    while tune._environment_keeping_nanny().starting and time.monotonic() < deadline:
+    while tune.cluster._environment_keeping_nanny().starting and time.monotonic() < deadline:
         time.sleep(0.05)
     assert environment() == environment_before_the_cluster  # the restarted worker left nothing either
     # a thread count other than the test worker's own and Dask's default, whatever the caller's environment says
@@ -280,7 +280,7 @@ def test_the_quick_example_study_loads():
 
 
 def test_the_progress_bar_counts_lost_trials_as_finished():
-    bar = tune._ProgressBar(total=3, records={"a": {"status": "lost"}}, ids=["a", "b", "c"], enabled=False)
+    bar = tune.cluster._ProgressBar(total=3, records={"a": {"status": "lost"}}, ids=["a", "b", "c"], enabled=False)
     assert bar.failed == 1
     bar.finished({"status": "lost"})
     bar.finished({"status": "done", "validation": 0.05})

@@ -1,0 +1,156 @@
+"""Tuning studies: run a tutorial program over a grid or a random sample of its arguments.
+
+A study is a TOML file that names a program and what to vary::
+
+    name = "lenet_lr"
+    program = "convolutional_mlp"
+    floatX = "float32"            # optional; default: the caller's PYTENSOR_FLAGS
+    [fixed]                       # arguments every trial gets
+    n_epochs = 20
+    [grid]                        # every combination of these values
+    learning_rate = [0.05, 0.1, 0.2]
+    nkerns = [[20, 50], [10, 25]]
+
+Several ``[[grid]]`` tables instead of one ``[grid]`` make a study of
+their union: each varies its own arguments, the others keep the tutorial's
+defaults (one factor at a time, say, rather than every combination).  Or,
+instead of a grid, a random sample::
+
+    [random]
+    n_trials = 12
+    seed = 0                                  # the sample is the same for the same seed
+    learning_rate = {log_uniform = [0.01, 0.3]}
+    batch_size = {choice = [100, 500]}
+    n_hidden = {int_uniform = [100, 800]}     # both ends included
+    L2_reg = {uniform = [0.0, 0.001]}
+
+Each trial calls the real tutorial function with its arguments in a worker
+process of a Dask cluster: by default a ``LocalCluster`` on this machine, or
+an existing cluster given by its scheduler's address.  Every finished trial is
+appended, atomically, to ``OUT/<name>/trials.jsonl``; its printed output goes
+to ``OUT/<name>/logs/<id>.log`` (``<id>.running.log`` while it runs); at the
+end ``summary.md`` ranks the trials and two plots show the validation error
+against each searched argument and every trial's learning curve.
+
+The pieces, in the order a study uses them, one module each: ``study``, the
+program registry (:data:`PROGRAMS`) and the study file (:func:`load_study`,
+:func:`expand_trials`); ``worker``, a trial in a worker process
+(:func:`run_trial`, and the workers' ``--preload`` set-up); ``cluster``, the
+cluster and the client side (:func:`local_cluster`, :func:`run_study`); and
+``report`` (:func:`write_report`).  This module re-exports them and holds the
+command line: ``python scripts/tune.py STUDY.toml`` runs it all.
+"""
+
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deeplearning_tutorial.tune.cluster import (
+    StudyOutcome,
+    TrialsFile,
+    local_cluster,
+    run_study,
+    worker_environment,
+)
+from deeplearning_tutorial.tune.report import summary_markdown, write_report
+from deeplearning_tutorial.tune.study import (
+    PROGRAMS,
+    Program,
+    Study,
+    StudyError,
+    Trial,
+    expand_trials,
+    load_study,
+    parse_study,
+)
+from deeplearning_tutorial.tune.worker import dask_setup, import_program, run_trial, trial_result
+
+__all__ = ["PROGRAMS", "Program", "Study", "StudyError", "StudyOutcome", "Trial", "TrialsFile", "dask_setup",
+           "expand_trials", "import_program", "load_study", "local_cluster", "main", "parse_args", "parse_study",
+           "run_study", "run_trial", "summary_markdown", "trial_result", "worker_environment", "write_report"]
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options of ``scripts/tune.py`` (``--help`` lists them), parsed from ``argv`` (default: ``sys.argv``)."""
+    parser = argparse.ArgumentParser(
+        description="Run a tuning study (a TOML file) of a tutorial program on a Dask cluster.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("study", type=Path, help="the study file")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes of the local cluster (default: cores // threads per trial)")
+    parser.add_argument("--threads-per-trial", type=int, default=1,
+                        help="Numba/OpenMP/BLAS threads of each trial")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run on an existing Dask cluster, e.g. tcp://host:8786, instead of a local one")
+    parser.add_argument("--out", type=Path, default=Path("results/tuning"), help="results go to OUT/<name>/")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the study: run only the trials not done or failed yet")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="local cluster: runs again of a trial whose worker process died, before it is lost")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``scripts/tune.py``: load the study, start or join a cluster, run, report."""
+    args = parse_args(argv)
+    from distributed import Client
+
+    try:
+        study = load_study(args.study)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if study.floatX is None:
+        import pytensor
+
+        study.floatX = pytensor.config.floatX
+    if args.threads_per_trial < 1:
+        print("error: --threads-per-trial must be >= 1", file=sys.stderr)
+        return 2
+    cluster = None
+    try:
+        if args.scheduler:
+            client = Client(args.scheduler)
+        else:
+            workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads_per_trial)
+            cluster = local_cluster(workers, args.threads_per_trial, retries=args.retries)
+            client = Client(cluster)
+        with client:
+            n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+            print(f"Dask cluster {client.scheduler.address}: {n_workers} workers; "
+                  f"dashboard {client.dashboard_link}", flush=True)
+            too_few = {worker: threads for worker, threads in client.run(import_program, study.program.name).items()
+                       if threads < args.threads_per_trial}
+            if too_few:
+                raise ValueError(f"--threads-per-trial {args.threads_per_trial} is more than the Numba threads "
+                                 f"of workers {too_few}; start them with NUMBA_NUM_THREADS={args.threads_per_trial}")
+            outcome = run_study(study, client, args.out, threads_per_trial=args.threads_per_trial,
+                                resume=args.resume)
+    except (FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if cluster is not None:
+            cluster.close()
+    for path in write_report(study, outcome.records, args.out):
+        print(f"wrote {path}")
+    if outcome.interrupted:
+        print(f"Interrupted: the finished trials are in {args.out / study.name / 'trials.jsonl'}; "
+              f"continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
