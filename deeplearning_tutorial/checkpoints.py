@@ -20,8 +20,8 @@ import dataclasses
 import importlib
 import json
 import os
+import secrets
 import sys
-import time
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -123,17 +123,12 @@ def describe_config(config: dict) -> str:
 # --------------------------------------------------------------------------
 
 
-LOCK_WRITE_GRACE = 0.2
-"""Seconds a lock found empty is given to receive its pid before it counts as stale."""
-
-
 class RunLock:
     """``<file>.lock`` beside each file of a running run, holding the process id.
 
     A lock left by a process that no longer exists (killed, crashed) or by
-    this very process (an earlier call that raised) is taken over, and so is
-    one still empty after :data:`LOCK_WRITE_GRACE` (a run creates its lock,
-    then writes its pid into it).
+    this very process (an earlier call that raised) is taken over.  A lock
+    appears with its pid already in it, so an empty one is a crash's too.
     """
 
     def __init__(self, paths: Sequence[Path]) -> None:
@@ -165,19 +160,16 @@ class RunLock:
         target = lock.with_name(lock.name[: -len(".lock")])
         while True:
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                _create_lock(lock)
             except FileExistsError:
                 owner = _lock_owner(lock)
-                if owner is None:  # just created by a run yet to write its pid, or left empty by a crash
-                    time.sleep(LOCK_WRITE_GRACE)
-                    owner = _lock_owner(lock)
                 if owner is not None and owner != os.getpid() and _process_exists(owner):
                     raise RunFileError(
                         f"another run (process {owner}) is writing {target}; wait for it to end, or "
                         f"give this run other file names (--checkpoint-file, --best-model-file) or "
                         f"another folder. If no such run exists, delete {lock}."
                     ) from None
-                lock.unlink(missing_ok=True)  # stale: its process is gone
+                lock.unlink(missing_ok=True)  # stale: its process is gone (or it crashed before writing)
                 continue
             except PermissionError:
                 raise RunFileError(
@@ -186,8 +178,6 @@ class RunLock:
                     f"file names (--checkpoint-file, --best-model-file)") from None
             except OSError as exc:
                 raise RunFileError(f"cannot create {lock}: {exc.strerror or exc}") from None
-            with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
             return
 
     def release(self) -> None:
@@ -197,6 +187,23 @@ class RunLock:
                 lock.unlink(missing_ok=True)
         self.held = []
         atexit.unregister(self.release)
+
+
+def _create_lock(lock: Path) -> None:
+    """Create ``lock`` holding this process's id, or raise FileExistsError if it exists.
+
+    The id is written to a temporary file first, which is then hard-linked to
+    ``lock`` (a link, like ``O_EXCL``, fails where the name exists), so that
+    no other run ever finds the lock empty and takes it for a stale one.
+    """
+    temporary = lock.with_name(f".{lock.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        os.link(temporary, lock)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _lock_owner(lock: Path) -> int | None:

@@ -6,8 +6,8 @@ import os
 import pickle
 import subprocess
 import sys
-import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytensor
@@ -206,22 +206,22 @@ def test_two_runs_cannot_write_the_same_files(tmp_path):
     assert not (tmp_path / "mlp.ckpt.lock").exists() and not (tmp_path / "best.npz.lock").exists()
 
 
-def test_a_lock_is_not_taken_while_its_run_writes_its_pid(tmp_path):
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    lock = tmp_path / "mlp.ckpt.lock"
-    try:
-        lock.touch()  # created by the other run, its pid not written yet
-        writer = threading.Timer(0.02, lambda: lock.write_text(str(other.pid)))
-        writer.start()
-        with pytest.raises(RunFileError, match=rf"another run \(process {other.pid}\)"):
-            RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
-        writer.join()
-    finally:
-        other.kill()
-        other.wait()
-    lock.write_text("")  # left empty by a crash: taken over after the grace period
+def test_a_lock_appears_with_its_pid_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    created = []
+    real_link = os.link
+
+    def link(source, destination):  # the lock's content when its name appears
+        created.append(Path(source).read_text())
+        real_link(source, destination)
+
+    monkeypatch.setattr(checkpoints.os, "link", link)
     files = RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
-    assert lock.read_text() == str(os.getpid())
+    assert created == [str(os.getpid())] * 2
+    assert sorted(os.listdir(tmp_path)) == ["best.npz.lock", "mlp.ckpt.lock"]
+    files.release()
+    (tmp_path / "mlp.ckpt.lock").write_text("")  # left empty by a crash (or an older version): taken over
+    files = RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
+    assert (tmp_path / "mlp.ckpt.lock").read_text() == str(os.getpid())
     files.release()
 
 

@@ -279,9 +279,10 @@ def test_the_quick_example_study_loads():
     assert len(tune.expand_trials(study)) == 6 and study.floatX == "float64"
 
 
-def test_the_progress_bar_counts_lost_trials_as_finished():
-    bar = tune.cluster._ProgressBar(total=3, records={"a": {"status": "lost"}}, ids=["a", "b", "c"], enabled=False)
-    assert bar.failed == 1
+def test_the_progress_bar_counts_a_trial_lost_now_and_not_one_lost_before_a_resume():
+    earlier = {"a": {"status": "lost"}, "b": {"status": "failed"}}  # --resume runs "a" again
+    bar = tune.cluster._ProgressBar(total=3, records=earlier, ids=["a", "b", "c"], enabled=False)
+    assert (bar.done, bar.failed) == (0, 1)
     bar.finished({"status": "lost"})
     bar.finished({"status": "done", "validation": 0.05})
     assert (bar.done, bar.failed, bar.best) == (1, 2, 0.05)

@@ -298,7 +298,7 @@ class _ProgressBar:
         self.enabled, self.total = enabled, total
         current = [records[i] for i in ids if i in records]
         self.done = sum(r["status"] == "done" for r in current)
-        self.failed = sum(r["status"] in ("failed", "lost") for r in current)
+        self.failed = sum(r["status"] == "failed" for r in current)  # lost ones run again
         self.best = min((r["validation"] for r in current if r["status"] == "done"), default=math.inf)
         self.start, self.new = time.perf_counter(), 0
         self.line = StatusLine()
