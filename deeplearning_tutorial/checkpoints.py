@@ -194,16 +194,27 @@ def _create_lock(lock: Path) -> None:
 
     The id is written to a temporary file first, which is then hard-linked to
     ``lock`` (a link, like ``O_EXCL``, fails where the name exists), so that
-    no other run ever finds the lock empty and takes it for a stale one.
+    no other run ever finds the lock empty and takes it for a stale one.  On
+    a filesystem without hard links the lock is created with ``O_EXCL`` and
+    the id written into it.
     """
-    temporary = lock.with_name(f".{lock.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    pid = str(os.getpid())
+    temporary = lock.with_name(f".{lock.name}.{pid}.{secrets.token_hex(4)}")
     fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     try:
         with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
-        os.link(temporary, lock)
+            handle.write(pid)
+        try:
+            os.link(temporary, lock)
+            return
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (FAT, some network shares)
+            pass
     finally:
         temporary.unlink(missing_ok=True)
+    with os.fdopen(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644), "w") as handle:
+        handle.write(pid)
 
 
 def _lock_owner(lock: Path) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import subprocess
@@ -223,6 +224,25 @@ def test_a_lock_appears_with_its_pid_and_leaves_no_temporary_file(tmp_path, monk
     files = RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
     assert (tmp_path / "mlp.ckpt.lock").read_text() == str(os.getpid())
     files.release()
+
+
+def test_a_filesystem_without_hard_links_still_gets_locks(tmp_path, monkeypatch):
+    def no_links(source, destination):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(checkpoints.os, "link", no_links)
+    files = RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
+    assert (tmp_path / "mlp.ckpt.lock").read_text() == str(os.getpid())
+    assert sorted(os.listdir(tmp_path)) == ["best.npz.lock", "mlp.ckpt.lock"]
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        files.release()
+        (tmp_path / "mlp.ckpt.lock").write_text(str(other.pid))
+        with pytest.raises(RunFileError, match=rf"another run \(process {other.pid}\)"):
+            RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_an_unwritable_folder_is_refused_before_building_even_for_root(tmp_path, monkeypatch):
