@@ -1,8 +1,13 @@
-"""Showing weights as pictures: a grid of small images, as the original ``utils.py`` did."""
+"""Showing weights as pictures: a grid of small images, as the original ``utils.py`` did, and
+writing pictures and figures to PNG files atomically."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from deeplearning_tutorial.datasets import atomic_write
 
 
 def scale_to_unit_interval(ndar: np.ndarray, eps: float = 1e-8) -> np.ndarray:
@@ -40,3 +45,24 @@ def tile_raster_images(X, img_shape, tile_shape, tile_spacing=(0, 0),
         top, left = r * (img_h + space_h), c * (img_w + space_w)
         out[top : top + img_h, left : left + img_w] = image
     return out
+
+
+def save_figure(figure, path: Path | str, **options) -> Path:
+    """Write a Matplotlib ``figure`` to ``path`` as PNG, atomically (an interrupted write leaves
+    the previous file), and close it; ``options`` go to ``savefig`` (``dpi``, ``bbox_inches``)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_write(path) as handle:
+        figure.savefig(handle, format="png", **options)
+    plt.close(figure)
+    return Path(path)
+
+
+def save_image(image: np.ndarray, path: Path | str, **options) -> Path:
+    """Write the array ``image`` to ``path`` as a PNG picture, atomically; ``options`` go to
+    Matplotlib's ``imsave`` (``cmap``, ``vmin``, ``vmax``)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_write(path) as handle:
+        plt.imsave(handle, image, format="png", **options)  # type: ignore[arg-type]  # opened "wb"
+    return Path(path)

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deeplearning_tutorial import datasets  # noqa: E402
-from deeplearning_tutorial.utils import tile_raster_images  # noqa: E402
+from deeplearning_tutorial.utils import save_figure, save_image, tile_raster_images  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "_static" / "figures"
 
@@ -41,15 +41,12 @@ def draw_training_image(images: np.ndarray, index: int, path: Path) -> None:
     axes.set_title(f"train_set_x[{index}] (pixel values x 256)")
     axes.set_xticks(range(0, 28, 4))
     axes.set_yticks(range(0, 28, 4))
-    with datasets.atomic_write(path) as handle:
-        figure.savefig(handle, format="png", dpi=150, bbox_inches="tight")
-    plt.close(figure)
+    save_figure(figure, path, dpi=150, bbox_inches="tight")
 
 
 def draw_first_digits(images: np.ndarray, path: Path) -> None:
     grid = tile_raster_images(images[:100], img_shape=(28, 28), tile_shape=(10, 10), tile_spacing=(1, 1))
-    with datasets.atomic_write(path) as handle:
-        plt.imsave(handle, grid, format="png", cmap="gray")
+    save_image(grid, path, cmap="gray")
 
 
 def draw_c3_connections(table: np.ndarray, path: Path) -> None:
@@ -62,9 +59,7 @@ def draw_c3_connections(table: np.ndarray, path: Path) -> None:
     axes.set_xlabel("C3 feature map")
     axes.set_ylabel("S2 feature map")
     axes.set_title(f"LeNet-5's S2 -> C3 connections ({int(table.sum())} of {table.size} pairs)")
-    with datasets.atomic_write(path) as handle:
-        figure.savefig(handle, format="png", dpi=150, bbox_inches="tight")
-    plt.close(figure)
+    save_figure(figure, path, dpi=150, bbox_inches="tight")
 
 
 # Six hand-made 5x5 C1 filters, so that the S2 maps of the figure are easy to read:
@@ -135,9 +130,7 @@ def draw_s2_to_c3(image: np.ndarray, path: Path) -> None:
         ax.set_title(label, fontsize=8)
     figure.suptitle("One C3 feature map sums the convolutions of all six S2 maps, plus one bias, "
                     "through the activation", fontsize=10)
-    with datasets.atomic_write(path) as handle:
-        figure.savefig(handle, format="png", dpi=130, bbox_inches="tight")
-    plt.close(figure)
+    save_figure(figure, path, dpi=130, bbox_inches="tight")
 
 
 def main() -> None:

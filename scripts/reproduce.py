@@ -348,7 +348,7 @@ def plot(program: str, result: dict, out: Path) -> None:
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[plot]'): no plots", file=sys.stderr)
         return
-    from deeplearning_tutorial.datasets import atomic_write
+    from deeplearning_tutorial.utils import save_figure, save_image, tile_raster_images
 
     figure, axes = plt.subplots(figsize=(7, 4))
     iterations, errors = zip(*result["validation_curve"])
@@ -363,12 +363,9 @@ def plot(program: str, result: dict, out: Path) -> None:
     axes.set(xlabel="iteration", ylabel="error (%)", yscale="log", title=program)
     axes.legend()
     figure.tight_layout()
-    with atomic_write(out / f"{program}_curves.png") as handle:
-        figure.savefig(handle, format="png", dpi=100)
-    plt.close(figure)
+    save_figure(figure, out / f"{program}_curves.png", dpi=100)
 
     from deeplearning_tutorial.checkpoints import load_best_model
-    from deeplearning_tutorial.utils import tile_raster_images
 
     workdir = out / program
     if program == "logistic_sgd" and (workdir / "best_model_logistic.npz").exists():
@@ -383,8 +380,7 @@ def plot(program: str, result: dict, out: Path) -> None:
         image = image.repeat(8, axis=0).repeat(8, axis=1)
     else:
         return
-    with atomic_write(out / f"{program}_weights.png") as handle:
-        plt.imsave(handle, image, format="png", cmap="gray", vmin=0, vmax=255)
+    save_image(image, out / f"{program}_weights.png", cmap="gray", vmin=0, vmax=255)
 
 
 def main(argv=None) -> int:

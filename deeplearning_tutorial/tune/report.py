@@ -8,6 +8,7 @@ from pathlib import Path
 
 from deeplearning_tutorial.datasets import atomic_write
 from deeplearning_tutorial.tune.study import Study, default_point, describe_arguments, toml_value
+from deeplearning_tutorial.utils import save_figure
 
 # --------------------------------------------------------------------------
 # The report
@@ -147,7 +148,7 @@ def _plot_by_argument(study: Study, done: list[dict], path: Path) -> Path:
         axis.grid(alpha=0.3)
     figure.suptitle(f"{study.name}: best validation error of each trial", fontsize="medium")
     figure.tight_layout()
-    return _save_figure(figure, path)
+    return save_figure(figure, path, dpi=110)
 
 
 def _plot_learning_curves(done: list[dict], path: Path) -> Path:
@@ -165,13 +166,4 @@ def _plot_learning_curves(done: list[dict], path: Path) -> Path:
         axis.legend(fontsize="small")
     axis.set_title("learning curves of all trials")
     figure.tight_layout()
-    return _save_figure(figure, path)
-
-
-def _save_figure(figure, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_write(path) as handle:
-        figure.savefig(handle, format="png", dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
