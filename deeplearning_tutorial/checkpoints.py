@@ -20,7 +20,6 @@ import dataclasses
 import importlib
 import json
 import os
-import secrets
 import sys
 import warnings
 import zipfile
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from deeplearning_tutorial.datasets import atomic_write
+from deeplearning_tutorial.datasets import atomic_write, create_temporary_beside
 from deeplearning_tutorial.training import LoopState
 from deeplearning_tutorial.validation import check_images
 
@@ -199,8 +198,8 @@ def _create_lock(lock: Path) -> None:
     the id written into it.
     """
     pid = str(os.getpid())
-    temporary = lock.with_name(f".{lock.name}.{pid}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    fd, name = create_temporary_beside(lock)
+    temporary = Path(name)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(pid)

@@ -143,9 +143,11 @@ def describe_os_error(path: Path, exc: OSError) -> str:
 # --------------------------------------------------------------------------
 
 
-def _create_temporary(path: Path) -> tuple[int, str]:
-    """A new, empty file beside ``path`` with a unique name, its mode what ``open()`` would give
-    (0666 less the umask, applied by the kernel: the process's umask is not touched)."""
+def create_temporary_beside(path: Path) -> tuple[int, str]:
+    """A new, empty file beside ``path`` with a unique name, open for writing: ``(fd, name)``.
+
+    Its mode is what ``open()`` would give (0666 less the umask, applied by the
+    kernel: the process's umask is not touched)."""
     while True:
         name = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
@@ -171,7 +173,7 @@ def atomic_write(path: Path | str, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp_name = _create_temporary(path)
+        fd, tmp_name = create_temporary_beside(path)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     try:
