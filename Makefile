@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make run    set everything up, then run the LeNet tutorial (convolutional_mlp.py)
 #   make test   set everything up, then run the test suite
-#   make lint   ruff and mypy, as configured in pyproject.toml
+#   make lint   ruff and mypy, as configured in pyproject.toml, and no import cycle in the package
 #   make docs   the documentation site, into docs/_build/html (warnings are errors)
 # Data: a missing data/mnist.pkl.gz is downloaded; offline, build it with
 #   .venv/bin/python scripts/prepare_data.py --from-idx DIR
@@ -27,6 +27,7 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+	$(PYTHON) scripts/check_imports.py
 
 docs: setup
 	.venv/bin/python -m sphinx -W --keep-going -q -b html docs docs/_build/html

@@ -1,4 +1,4 @@
-"""The files a training run writes: checkpoints, best models, and locks that keep two runs apart.
+"""The files a training run writes: checkpoints and best models, claimed for a run by :class:`RunFiles`.
 
 Checkpoints and best models are NumPy ``.npz`` archives of plain arrays: the
 parameters, plus one string holding a JSON description (what the file is,
@@ -6,22 +6,21 @@ which program wrote it, the run's arguments, the loop state).  They are read
 with ``allow_pickle=False``, so a file can hold numbers and text but never
 code: a foreign or tampered file is refused with a message, and nothing in
 it runs.  A best model is rebuilt from its recorded arguments by the
-tutorial's own code, then given the saved parameters.
+tutorial's own code, then given the saved parameters
+(:func:`deeplearning_tutorial.programs.load_best_model`).
 
-While a run is going, each file it writes has a ``<name>.lock`` beside it
-with the run's process id, so that a second run in the same folder stops at
-once instead of overwriting the first one's files.
+While a run is going, each file it writes is locked
+(:class:`~deeplearning_tutorial.files.RunLock`), so that a second run in the
+same folder stops at once instead of overwriting the first one's files.
 """
 
 from __future__ import annotations
 
-import atexit
+import contextvars
 import dataclasses
-import importlib
 import json
 import os
 import sys
-import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,23 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from deeplearning_tutorial.datasets import atomic_write, create_temporary_beside
-from deeplearning_tutorial.training import LoopState
+from deeplearning_tutorial.files import RunFileError, RunLock, atomic_write
+from deeplearning_tutorial.training import ACTIVE_RUN_FILES, LoopState
 from deeplearning_tutorial.validation import check_images
 
 FORMAT = "deeplearning_tutorial"
 VERSION = 1
-# the programs whose best models load_best_model can rebuild, and the module that builds each
-PROGRAMS = {
-    "logistic_sgd": "deeplearning_tutorial.logistic_sgd",
-    "mlp": "deeplearning_tutorial.mlp",
-    "convolutional_mlp": "deeplearning_tutorial.convolutional_mlp",
-    "lenet5": "deeplearning_tutorial.lenet5",
-}
-
-
-class RunFileError(ValueError):
-    """A checkpoint or model file that cannot be used, or that a new run would clobber."""
 
 
 # --------------------------------------------------------------------------
@@ -115,122 +103,6 @@ def read_archive(path: Path | str, kind: str, arrays: bool = True) -> tuple[dict
 def describe_config(config: dict) -> str:
     """A run's arguments as ``key=value`` pairs separated by commas, for messages."""
     return ", ".join(f"{key}={value!r}" for key, value in config.items())
-
-
-# --------------------------------------------------------------------------
-# Locks
-# --------------------------------------------------------------------------
-
-
-class RunLock:
-    """``<file>.lock`` beside each file of a running run, holding the process id.
-
-    A lock left by a process that no longer exists (killed, crashed) or by
-    this very process (an earlier call that raised) is taken over.  A lock
-    appears with its pid already in it, so an empty one is a crash's too.
-    """
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.locks = [path.with_name(path.name + ".lock") for path in paths]
-        self.held: list[Path] = []
-
-    def acquire(self) -> None:
-        """Take every lock, or none: on an error the ones already taken are released.
-
-        The locks are also released when the process exits.
-
-        Raises
-        ------
-        RunFileError
-            When a live process other than this one holds a lock, or a lock
-            file cannot be created (no permission to write in the folder, or
-            another OS error).
-        """
-        try:
-            for lock in self.locks:
-                self._take(lock)
-                self.held.append(lock)
-        except BaseException:
-            self.release()
-            raise
-        atexit.register(self.release)  # also when the run fails before training ends
-
-    def _take(self, lock: Path) -> None:
-        target = lock.with_name(lock.name[: -len(".lock")])
-        while True:
-            try:
-                _create_lock(lock)
-            except FileExistsError:
-                owner = _lock_owner(lock)
-                if owner is not None and owner != os.getpid() and _process_exists(owner):
-                    raise RunFileError(
-                        f"another run (process {owner}) is writing {target}; wait for it to end, or "
-                        f"give this run other file names (--checkpoint-file, --best-model-file) or "
-                        f"another folder. If no such run exists, delete {lock}."
-                    ) from None
-                lock.unlink(missing_ok=True)  # stale: its process is gone (or it crashed before writing)
-                continue
-            except PermissionError:
-                raise RunFileError(
-                    f"cannot write in {lock.parent.resolve()} (permission denied), so the run could not "
-                    f"save {target.name} there; run it in a folder you can write to, or give other "
-                    f"file names (--checkpoint-file, --best-model-file)") from None
-            except OSError as exc:
-                raise RunFileError(f"cannot create {lock}: {exc.strerror or exc}") from None
-            return
-
-    def release(self) -> None:
-        """Remove the lock files this process holds; those another process took over stay."""
-        for lock in self.held:
-            if _lock_owner(lock) == os.getpid():
-                lock.unlink(missing_ok=True)
-        self.held = []
-        atexit.unregister(self.release)
-
-
-def _create_lock(lock: Path) -> None:
-    """Create ``lock`` holding this process's id, or raise FileExistsError if it exists.
-
-    The id is written to a temporary file first, which is then hard-linked to
-    ``lock`` (a link, like ``O_EXCL``, fails where the name exists), so that
-    no other run ever finds the lock empty and takes it for a stale one.  On
-    a filesystem without hard links the lock is created with ``O_EXCL`` and
-    the id written into it.
-    """
-    pid = str(os.getpid())
-    fd, name = create_temporary_beside(lock)
-    temporary = Path(name)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(pid)
-        try:
-            os.link(temporary, lock)
-            return
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links here (FAT, some network shares)
-            pass
-    finally:
-        temporary.unlink(missing_ok=True)
-    with os.fdopen(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644), "w") as handle:
-        handle.write(pid)
-
-
-def _lock_owner(lock: Path) -> int | None:
-    try:
-        return int(lock.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------
@@ -324,13 +196,15 @@ class Checkpoint:
                                   "state": dataclasses.asdict(state), "finished": finished},
                       [p.get_value(borrow=True) for p in params])
 
-    def load(self, params: Sequence) -> LoopState:
+    def load(self, params: Sequence, n_train_batches: int) -> LoopState:
         """Give ``params`` the saved values and return the saved loop state.
 
         Parameters
         ----------
         params
             The model's shared variables, in the order they were saved.
+        n_train_batches
+            The minibatches of this run's training set: the saved position must be one of them.
 
         Returns
         -------
@@ -344,13 +218,18 @@ class Checkpoint:
         RunFileError
             When the file cannot be read, is not a checkpoint of this
             package, was written by another program or with other arguments,
-            holds parameters of other shapes or dtypes, or has a damaged loop
-            state.
+            holds parameters of other shapes or dtypes, has a damaged loop
+            state, or stopped at a minibatch this training set does not have.
         """
         description, arrays = read_archive(self.path, "checkpoint")
         self._check_same_run(description)
-        _check_arrays(self.path, arrays, [p.get_value(borrow=True) for p in params])
+        check_arrays(self.path, arrays, [p.get_value(borrow=True) for p in params])
         state = _loop_state(self.path, description.get("state"))
+        if state.next_minibatch >= n_train_batches:
+            raise RunFileError(f"{self.path} stopped at minibatch {state.next_minibatch + 1} of an epoch, but "
+                               f"this training set has {n_train_batches} minibatches: the data are not those "
+                               f"of the interrupted run. Resume with its data, or start over with "
+                               f"--discard-checkpoint")
         for param, value in zip(params, arrays):
             param.set_value(value)
         state.stopped_by = None
@@ -363,7 +242,7 @@ def _progress(state: dict) -> str:
     return f"stopped in epoch {state.get('epoch')}, {best}"
 
 
-def _check_arrays(path: Path, arrays: list[np.ndarray], expected: list[np.ndarray]) -> None:
+def check_arrays(path: Path, arrays: list[np.ndarray], expected: list[np.ndarray]) -> None:
     found = [(a.shape, a.dtype.str) for a in arrays]
     wanted = [(e.shape, e.dtype.str) for e in expected]
     if found != wanted:
@@ -479,89 +358,39 @@ class BestModel:
         return np.concatenate(predictions).astype(np.int64)
 
 
-def load_best_model(path: Path | str) -> BestModel:
-    """Rebuild the model saved in ``path`` by a tutorial and give it the saved parameters.
-
-    The file holds only arrays and JSON (no pickle): loading it runs no code
-    from it.  The model is rebuilt by the tutorial's own code from the
-    recorded arguments (``repr`` of the result shows them).
-
-    Parameters
-    ----------
-    path
-        A best-model file: ``best_model_mlp.npz``, ``best_model_lenet.npz``,
-        ``best_model_logistic.npz``.
-
-    Returns
-    -------
-    BestModel
-        The rebuilt model with the saved parameters; its
-        :meth:`~BestModel.predict` classifies images.
-
-    Raises
-    ------
-    FileNotFoundError
-        When there is no such file.
-    RunFileError
-        When the file cannot be read (a folder, no permission), is not a
-        best model of this package (a pickle, another kind of file, a
-        damaged file), names a program it cannot rebuild, or was altered
-        (arguments no model can be built from, parameters of other shapes
-        or dtypes).
-
-    Warns
-    -----
-    UserWarning
-        When the model was trained in another floatX than the current one
-        (its parameters are converted).
-    """
-    import pytensor
-    import pytensor.tensor as pt
-
-    description, arrays = read_archive(path, "best model")
-    program, config = description.get("program"), description.get("config")
-    if program not in PROGRAMS or not isinstance(config, dict):
-        raise RunFileError(f"{path} names the program {program!r}; only the models of "
-                           f"{', '.join(PROGRAMS)} can be loaded")
-    if config.get("floatX", pytensor.config.floatX) != pytensor.config.floatX:
-        warnings.warn(f"{path} was trained in {config['floatX']}; it is loaded in {pytensor.config.floatX}",
-                      stacklevel=2)
-    module = importlib.import_module(PROGRAMS[program])
-    x = pt.matrix("x")
-    try:
-        classifier, y_pred, params, batch_size = module.rebuild_classifier(x, config)
-    except (KeyError, TypeError, ValueError, MemoryError) as exc:
-        raise RunFileError(f"{path} records arguments {program} cannot build a model from "
-                           f"({type(exc).__name__}: {exc}); the file was altered") from None
-    floatX_arrays = [a.astype(pytensor.config.floatX) if a.dtype.kind == "f" else a for a in arrays]
-    _check_arrays(Path(path), floatX_arrays, [p.get_value(borrow=True) for p in params])
-    for param, value in zip(params, floatX_arrays):
-        param.set_value(value)
-    return BestModel(program, config, classifier, x, y_pred, batch_size)
-
-
 # --------------------------------------------------------------------------
 # The files of one run
 # --------------------------------------------------------------------------
 
 
 class RunFiles:
-    """The files a run of ``program`` writes, claimed before anything is built.
+    """The files a run of ``program`` writes, claimed for the length of a ``with`` block.
 
-    Creating it locks the checkpoint and best-model files against other runs
-    and checks the checkpoint: a resume needs one of the same arguments, a
+    Entering the block locks the checkpoint and best-model files against other
+    runs, checks the checkpoint (a resume needs one of the same arguments; a
     new run refuses to overwrite an interrupted one unless
-    ``discard_checkpoint``.  :func:`~deeplearning_tutorial.training.train`
-    releases the locks when the run ends.
+    ``discard_checkpoint``) and makes these the files of the training run
+    inside the block: :func:`~deeplearning_tutorial.training.train` saves
+    its checkpoints and best models to them.
+    Leaving the block, however it is left, releases the locks.  A tutorial
+    called outside such a block writes none of these files, as the original
+    programs did not::
+
+        with RunFiles("mlp", config, "mlp.ckpt", "best_model_mlp.npz", resume=True) as files:
+            state = test_mlp(**arguments)
+            files.write_history({"arguments": arguments, **run_record(state)})
 
     Parameters
     ----------
     program
-        The tutorial's module name (``"mlp"``), recorded in the files.
+        The tutorial's name in :data:`~deeplearning_tutorial.programs.PROGRAMS`,
+        recorded in the files.
     config
-        The run's arguments (and floatX), recorded in the files; a resume must match them.
-    checkpoint_file, best_model_file
-        Paths, or None for no such file.
+        The run's arguments (and floatX), as JSON data, recorded in the files;
+        a resume must match them.
+    checkpoint_file, best_model_file, history_file
+        Paths, or None for no such file.  The history file (the learning
+        curve and result as JSON) is written by :meth:`write_history`.
     resume
         Continue the run saved in ``checkpoint_file``.
     discard_checkpoint
@@ -571,13 +400,16 @@ class RunFiles:
     ------
     RunFileError
         When ``resume`` is asked without a ``checkpoint_file`` or together
-        with ``discard_checkpoint``, another run is writing these files, the
-        folder is not writable, or the checkpoint forbids this start (see
-        :meth:`Checkpoint.check_start`).
+        with ``discard_checkpoint``, two of the files are the same file, or an
+        output cannot be written there (a folder, a read-only file or
+        folder); on entering the block, when another run is writing these
+        files, the folder is not writable, or the checkpoint forbids this
+        start (see :meth:`Checkpoint.check_start`).
     """
 
     def __init__(self, program: str, config: dict, checkpoint_file: str | os.PathLike | None = None,
-                 best_model_file: str | os.PathLike | None = None, *, resume: bool = False,
+                 best_model_file: str | os.PathLike | None = None,
+                 history_file: str | os.PathLike | None = None, *, resume: bool = False,
                  discard_checkpoint: bool = False) -> None:
         if resume and checkpoint_file is None:
             raise RunFileError("resume needs a checkpoint file: pass checkpoint_file")
@@ -585,25 +417,73 @@ class RunFiles:
             raise RunFileError("--resume continues the checkpoint and --discard-checkpoint overwrites it: "
                                "choose one")
         self.program, self.config, self.resume = program, config, resume
+        self.discard_checkpoint = discard_checkpoint
         self.checkpoint = Checkpoint(Path(checkpoint_file), program, config) if checkpoint_file else None
         self.best_model_file = Path(best_model_file) if best_model_file else None
+        self.history_file = Path(history_file) if history_file else None
+        outputs = {"checkpoint file": self.checkpoint.path if self.checkpoint is not None else None,
+                   "best model file": self.best_model_file, "history file": self.history_file}
+        _check_outputs({name: path for name, path in outputs.items() if path is not None})
         paths = [self.checkpoint.path] if self.checkpoint is not None else []
         if self.best_model_file is not None:
             paths.append(self.best_model_file)
         self._lock = RunLock(paths)
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> RunFiles:
         self._lock.acquire()
         try:
             if self.checkpoint is not None:
-                self.checkpoint.check_start(resume, discard_checkpoint)
+                self.checkpoint.check_start(self.resume, self.discard_checkpoint)
         except BaseException:
             self._lock.release()
             raise
+        self._token = ACTIVE_RUN_FILES.set(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._token is not None:
+            ACTIVE_RUN_FILES.reset(self._token)
+            self._token = None
+        self._lock.release()
 
     def save_best_model(self, params: Sequence) -> None:
         """Save ``params`` to ``best_model_file`` (:func:`save_best_model`); the run must have one."""
         assert self.best_model_file is not None, "this run has no best_model_file"
         save_best_model(self.best_model_file, self.program, self.config, params)
 
-    def release(self) -> None:
-        """Release the locks on the run's files."""
-        self._lock.release()
+    def write_history(self, record: dict) -> None:
+        """Write ``record`` as JSON to the history file, atomically (nothing when the run has none).
+
+        Raises
+        ------
+        RunFileError
+            When the file cannot be written; an earlier file is left as it was.
+        """
+        if self.history_file is None:
+            return
+        try:
+            with atomic_write(self.history_file, "w") as handle:
+                json.dump(record, handle, indent=1, allow_nan=False)
+        except OSError as exc:
+            raise RunFileError(f"could not write the history file {self.history_file}: "
+                               f"{exc.strerror or exc}") from None
+
+
+def _check_outputs(outputs: dict[str, Path]) -> None:
+    """Refuse, before a run starts, outputs that are the same file or that cannot be written."""
+    seen: dict[str, str] = {}
+    for name, path in outputs.items():
+        key = os.path.normcase(os.path.realpath(path))
+        if key in seen:
+            raise RunFileError(f"the {name} and the {seen[key]} are the same file ({path}); one would "
+                               f"overwrite the other: give them different names")
+        seen[key] = name
+        if path.is_dir():
+            raise RunFileError(f"the {name} {path} is a folder; give the path of a file")
+        folder = path.parent if str(path.parent) else Path(".")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise RunFileError(f"the {name} {path} is read-only; make it writable or choose another name")
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise RunFileError(f"cannot write in {folder.resolve()} (permission denied), so the run could not "
+                               f"save its {name} there; run it in a folder you can write to, or give another path")

@@ -1,9 +1,14 @@
-"""Command lines for the tutorial functions, derived from their signatures.
+"""Command lines for the tutorial programs, derived from their functions' signatures.
 
 ``--learning-rate 0.1 --n-epochs 1 --nkerns 5 5`` map onto the keyword
 arguments of ``evaluate_lenet5`` (or any other tutorial function): every
 parameter with a default becomes an option of the same type, so the command
-line can never drift from the function it runs.
+line can never drift from the function it runs.  The options about the run's
+files (``--resume``, ``--checkpoint-file``, ``--best-model-file``,
+``--discard-checkpoint``, ``--history-file``) come from the program's entry
+in :data:`~deeplearning_tutorial.programs.PROGRAMS`; they are not arguments
+of the tutorial function, which trains inside the run's
+:class:`~deeplearning_tutorial.checkpoints.RunFiles` block.
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pytensor
+
 from deeplearning_tutorial import speedups
-from deeplearning_tutorial.datasets import DatasetError, atomic_write
-from deeplearning_tutorial.training import DivergenceError, LoopState, TrainingAborted
+from deeplearning_tutorial.checkpoints import RunFiles
+from deeplearning_tutorial.datasets import DatasetError
+from deeplearning_tutorial.programs import PROGRAMS, Program
+from deeplearning_tutorial.training import DivergenceError, TrainingAborted, run_record
 
 
 def parser_for(function: Callable, description: str | None = None,
@@ -56,44 +65,81 @@ class _RefusingParser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
-def check_arguments(function: Callable, argv: Sequence[str]) -> None:
-    """Raise ValueError with argparse's message if ``argv`` is not a valid command line for ``function``."""
-    parser_for(function, parser_class=_RefusingParser).parse_args(argv)
+def program_parser(program: Program,
+                   parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The command line of ``program``: its function's options and its run files' options."""
+    parser = parser_for(program.function, parser_class=parser_class)
+    add_run_file_options(parser, program)
+    return parser
 
 
-def history_record(state: LoopState, arguments: dict) -> dict:
-    """A run's learning curve and result as plain data (what ``--history-file`` writes)."""
-    return dict(
-        arguments=arguments,
-        epochs=state.epoch,
-        best_iter=state.best_iter,
-        best_validation_loss=state.best_validation_loss,
-        test_score=state.test_score,
-        training_seconds=state.elapsed,
-        interrupted=state.stopped_by is not None,
-        history=[dict(iter=i, validation_loss=v, test_score=t) for i, v, t in state.history],
-    )
+def changed_options(program: Program, argv: Sequence[str]) -> dict[str, Any]:
+    """The parameters that ``argv`` sets to other values than their defaults, parsed as ``program`` parses it.
 
+    Abbreviated options (``--se`` for ``--seed``) count as the program counts them.
 
-def run(function: Callable, argv: Sequence[str] | None = None) -> Any:
-    """Parse ``argv`` for ``function`` and call it; known failures exit with a message.
-
-    Also keeps freed memory in the heap for the rest of the process
-    (:func:`deeplearning_tutorial.speedups.keep_freed_memory`), as a tutorial
-    program's ``main``.  A run stopped by a signal (Ctrl-C, SIGTERM) exits
-    with status 128 + the signal's number (130, 143), as a shell reports a
-    process killed by it.
-    ``--history-file FILE`` writes the run's learning curve and result as JSON.
+    Raises
+    ------
+    ValueError
+        With argparse's message, when ``argv`` is not a valid command line of ``program``.
     """
-    parser = parser_for(function)
+    parser = program_parser(program, parser_class=_RefusingParser)
+    defaults, given = vars(parser.parse_args([])), vars(parser.parse_args(argv))
+    return {name: value for name, value in given.items() if value != defaults[name]}
+
+
+def add_run_file_options(parser: argparse.ArgumentParser, program: Program) -> None:
+    """The options about a run's files, as ``program`` has them: checkpoint, best model, history."""
+    if program.checkpoint_file is not None:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the interrupted run saved in the checkpoint file (same arguments)")
+        parser.add_argument("--discard-checkpoint", action="store_true",
+                            help="start over even if the checkpoint file holds an interrupted run "
+                                 "(it is overwritten)")
+        parser.add_argument("--checkpoint-file", default=program.checkpoint_file, metavar="FILE",
+                            help="where the run's state is saved at every validation")
+    if program.best_model_file is not None:
+        parser.add_argument("--best-model-file", default=program.best_model_file, metavar="FILE",
+                            help="where each new best model is saved (load it with "
+                                 "deeplearning_tutorial.programs.load_best_model)")
     parser.add_argument("--history-file", default=None, metavar="FILE",
                         help="write the learning curve and the result as JSON to FILE")
-    arguments = vars(parser.parse_args(argv))
-    history_file = arguments.pop("history_file")
+
+
+RUN_FILE_OPTIONS = ("resume", "discard_checkpoint", "checkpoint_file", "best_model_file", "history_file")
+
+
+def run_config(arguments: dict) -> dict:
+    """What a run's files record of it: its arguments and floatX, as JSON data (tuples become lists)."""
+    return json.loads(json.dumps({**arguments, "floatX": pytensor.config.floatX}))
+
+
+def run(name: str, argv: Sequence[str] | None = None) -> Any:
+    """Run the program ``name`` of :data:`~deeplearning_tutorial.programs.PROGRAMS` as a command.
+
+    ``argv`` is parsed for its tutorial function and its run files
+    (:func:`program_parser`); the function is called
+    inside a ``with RunFiles(...)`` block, so the run keeps a checkpoint and
+    its best model, resumes with ``--resume``, and writes ``--history-file``
+    (:func:`~deeplearning_tutorial.training.run_record` with the arguments).
+    Known failures exit with a one-line message and status 1.  A run stopped
+    by a signal (Ctrl-C, SIGTERM) exits with status 128 + the signal's number
+    (130, 143), as a shell reports a process killed by it.  Also keeps freed
+    memory in the heap for the rest of the process
+    (:func:`deeplearning_tutorial.speedups.keep_freed_memory`), as a tutorial
+    program's ``main``.
+    """
+    program = PROGRAMS[name]
+    arguments = vars(program_parser(program).parse_args(argv))
+    file_options = {key: arguments.pop(key) for key in RUN_FILE_OPTIONS if key in arguments}
     speedups.keep_freed_memory()
     previous = signal.signal(signal.SIGTERM, _terminate)  # before training too, SIGTERM acts as Ctrl-C
     try:
-        state = function(**arguments)
+        if program.dry_run_argument is not None and arguments[program.dry_run_argument]:
+            return program.function(**arguments)
+        with RunFiles(program.name, run_config(arguments), **file_options) as files:
+            state = program.function(**arguments)
+            files.write_history({"arguments": run_config(arguments), **run_record(state)})
     except (DatasetError, DivergenceError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -108,15 +154,6 @@ def run(function: Callable, argv: Sequence[str] | None = None) -> Any:
         raise SystemExit(128 + signum) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if not isinstance(state, LoopState):  # a run that trained nothing (lenet5 --summary): no history
-        return state
-    if history_file is not None:
-        try:
-            with atomic_write(history_file, "w") as handle:
-                json.dump(history_record(state, arguments), handle, indent=1)
-        except OSError as exc:
-            print(f"error: could not write the history file {exc.filename}: {exc.strerror}", file=sys.stderr)
-            raise SystemExit(1) from None
     if state.stopped_by is not None:
         raise SystemExit(128 + state.stopped_by)
     return state

@@ -10,6 +10,9 @@ trained with minibatch SGD and the patience loop.  Published result: 0.91 %
 validation and 0.92 % test error.  Convolution and pooling come from
 :mod:`deeplearning_tutorial.ops` (PyTensor has none of its own).
 
+The training loop, the original's early stopping ("patience") written once
+for every tutorial, is :func:`deeplearning_tutorial.training.patience_loop`.
+
 Run it with ``python scripts/convolutional_mlp.py`` or
 ``python -m deeplearning_tutorial.convolutional_mlp`` (``--help`` for options;
 ``--resume`` continues an interrupted run).
@@ -24,8 +27,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from deeplearning_tutorial import cli, speedups
-from deeplearning_tutorial.checkpoints import RunFiles
+from deeplearning_tutorial import speedups
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
 from deeplearning_tutorial.ops import conv2d, kernels, pool_2d
@@ -276,7 +278,7 @@ def build_model(datasets, learning_rate=0.1, nkerns=(20, 50), batch_size=500, se
 
 
 def rebuild_classifier(x, config):
-    """LeNet of a saved run, on the image matrix ``x``, for :func:`~deeplearning_tutorial.checkpoints.load_best_model`.
+    """LeNet of a saved run, on the image matrix ``x``, for :func:`~deeplearning_tutorial.programs.load_best_model`.
 
     ``config`` holds the run's arguments (the network's options only where
     they are not the tutorial's); the weights drawn here are replaced
@@ -294,24 +296,19 @@ def rebuild_classifier(x, config):
 
 def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nkerns=[20, 50],  # noqa: B006 (the original's signature)
                     batch_size=500, *, filter_sizes=(5, 5), poolsizes=((2, 2), (2, 2)),
-                    pool_strides: tuple | None = None, pool_mode="max", n_hidden=500, seed=23455,
-                    resume=False, discard_checkpoint=False,
-                    checkpoint_file="convolutional_mlp.ckpt", best_model_file="best_model_lenet.npz"):
+                    pool_strides: tuple | None = None, pool_mode="max", n_hidden=500, seed=23455):
     """Train LeNet on MNIST with minibatch SGD and early stopping.
 
-    Beyond the original: ``seed`` replaces the original's RandomState(23455)
-    seed; the best model is saved to ``best_model_file`` (load it with
-    :func:`~deeplearning_tutorial.checkpoints.load_best_model`); Ctrl-C or
-    SIGTERM stops cleanly, ``resume=True`` continues from ``checkpoint_file``,
-    and ``discard_checkpoint=True`` starts over an interrupted run's checkpoint.
-    The network is tunable, as the blog post this project started from asks:
+    The training is the patience loop of
+    :func:`~deeplearning_tutorial.training.patience_loop`, with a patience
+    of 10000 minibatches and a ``training @ iter`` line every 100 iterations,
+    as in the original.  Beyond the original: ``seed`` (the original's
+    RandomState(23455) by default) and the network's shape are arguments:
     ``filter_sizes`` (one per convolution layer, an int for a square or a
     pair), ``poolsizes`` and ``pool_strides`` (None: the window; smaller
     strides overlap), ``pool_mode`` (a ``pool_2d`` mode, 'l2' included) and
     ``n_hidden``; combinations that shrink a map below 1x1 are refused
-    before anything is loaded or compiled.  The patience is 10000
-    minibatches, as in the original; a ``training @ iter`` line is printed
-    every 100 iterations.
+    before anything is loaded or compiled.
 
     Parameters
     ----------
@@ -329,12 +326,6 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
         The tunable network, as :func:`network_options` takes it.
     seed : int
         Seed of the RandomState all weights are drawn from.
-    resume : bool
-        Continue the interrupted run saved in ``checkpoint_file`` (same arguments).
-    discard_checkpoint : bool
-        Start over even if ``checkpoint_file`` holds an interrupted run (it is overwritten).
-    checkpoint_file, best_model_file : str or path-like
-        Where the checkpoint (saved at every validation) and the best model go.
 
     Returns
     -------
@@ -356,33 +347,20 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
     DatasetError
         When the dataset cannot be loaded (see
         :func:`~deeplearning_tutorial.logistic_sgd.load_data`).
-    RunFileError
-        When another run is writing the checkpoint or best-model file, the
-        folder is not writable, the checkpoint forbids this start (``resume``
-        without a checkpoint of the same arguments, a new run over an
-        interrupted one without ``discard_checkpoint``, both ``resume`` and
-        ``discard_checkpoint``), or a file cannot be written or read.
     DivergenceError
         When the training cost becomes NaN or infinite.
-    TrainingAborted
-        When a second Ctrl-C (or SIGTERM) comes before the run has stopped.
     """
     network = network_options(filter_sizes, poolsizes, pool_strides, pool_mode, n_hidden)
     datasets = load_data(dataset)
     check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
                           split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets],
                           nkerns=nkerns)
-    config = dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset),
-                  nkerns=list(nkerns), batch_size=batch_size, seed=seed, floatX=pytensor.config.floatX,
-                  **_changed_network_options(network))
-    files = RunFiles("convolutional_mlp", config, checkpoint_file, best_model_file, resume=resume,
-                     discard_checkpoint=discard_checkpoint)
 
     model = build_model(datasets, learning_rate=learning_rate, nkerns=nkerns, batch_size=batch_size, seed=seed,
                         network=network)
 
     print("... training")
-    state = train(model, n_epochs, patience=10000, files=files, hooks=[ReportIterations(100)])
+    state = train(model, n_epochs, patience=10000, hooks=[ReportIterations(100)])
     if state.stopped_by is not None:
         return state
     print("Optimization complete.")
@@ -393,17 +371,7 @@ def evaluate_lenet5(learning_rate=0.1, n_epochs=200, dataset="mnist.pkl.gz", nke
     return state
 
 
-def _changed_network_options(network):
-    """The network's options for the recorded config, only where they differ from the original's,
-    so that checkpoints written before they existed still resume."""
-    as_lists = lambda pairs: pairs and [list(p) for p in pairs]  # noqa: E731  (JSON has no tuples)
-    return {key: as_lists(value) if key in ("filter_sizes", "poolsizes", "pool_strides") else value
-            for key, value in network.items() if value != ORIGINAL_NETWORK[key]}
-
-
-def main(argv=None):
-    cli.run(evaluate_lenet5, argv)
-
-
 if __name__ == "__main__":
-    main()
+    from deeplearning_tutorial.cli import run
+
+    run("convolutional_mlp")

@@ -13,7 +13,8 @@ pairs (train, valid, test).  This module
 * writes every file atomically (temporary file + rename), so an interrupted
   build never leaves a half-written dataset behind.
 
-Downloading lives in :mod:`deeplearning_tutorial.download`.
+Downloading lives in :mod:`deeplearning_tutorial.download`; which file a tutorial reads, and
+when it is downloaded, in :mod:`deeplearning_tutorial.mnist`.
 """
 
 from __future__ import annotations
@@ -21,17 +22,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import pickle
-import secrets
 import struct
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 import numpy as np
+
+from deeplearning_tutorial.files import atomic_write
 
 MNIST_NAME = "mnist.pkl.gz"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -136,58 +134,6 @@ def describe_os_error(path: Path, exc: OSError) -> str:
         example = f" (such as {inside})" if inside.is_file() else ""
         return f"{path} is a folder, not a dataset file; pass the path of the file itself{example}."
     return f"{path} cannot be read: {exc.strerror or exc}."
-
-
-# --------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------
-
-
-def create_temporary_beside(path: Path) -> tuple[int, str]:
-    """A new, empty file beside ``path`` with a unique name, open for writing: ``(fd, name)``.
-
-    Its mode is what ``open()`` would give (0666 less the umask, applied by the
-    kernel: the process's umask is not touched)."""
-    while True:
-        name = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), name
-        except FileExistsError:
-            continue
-
-
-@contextmanager
-def atomic_write(path: Path | str, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only on success.
-
-    An exception (or Ctrl-C) inside the block removes the temporary file and
-    leaves any previous ``path`` untouched.
-
-    Raises
-    ------
-    OSError
-        When the file cannot be written (a full disk, no permission): the
-        error of the write, naming ``path`` itself rather than the temporary
-        file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd, tmp_name = create_temporary_beside(path)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------
@@ -576,24 +522,3 @@ def read_dataset(path: Path | str, mnist_sizes_by_name: bool = True) -> Dataset:
         raise DatasetError(describe_os_error(path, exc)) from exc
     sizes = (N_TRAIN, N_VALID, N_TEST) if mnist_sizes_by_name and path.name == MNIST_NAME else None
     return verify_dataset(dataset, str(path), sizes)
-
-
-def resolve_dataset_path(dataset: str | os.PathLike) -> Path:
-    """The tutorials' rule: a bare name that is not an existing file lives in ``data/``."""
-    path = Path(dataset)
-    if path.parent == Path(".") and not path.is_file():
-        candidate = DATA_DIR / path
-        if candidate.is_file() or path.name == MNIST_NAME:
-            return candidate
-    return path
-
-
-def ensure_dataset(dataset: str | os.PathLike) -> Dataset:
-    """Resolve, download if it is the missing ``mnist.pkl.gz``, then load and verify."""
-    path = resolve_dataset_path(dataset)
-    if not os.path.lexists(path) and path.name == MNIST_NAME:
-        # imported here: the download module imports this one
-        from deeplearning_tutorial.download import download_dataset
-
-        download_dataset(path)
-    return read_dataset(path)

@@ -43,7 +43,6 @@ from deeplearning_tutorial.datasets import (
     IDX_SHA256,
     Dataset,
     DatasetError,
-    atomic_write,
     check_gzip_magic,
     check_idx_sha256,
     check_mnist_arrays,
@@ -55,6 +54,7 @@ from deeplearning_tutorial.datasets import (
     verify_dataset,
     write_dataset,
 )
+from deeplearning_tutorial.files import atomic_write
 
 MNIST_URL = "http://www.iro.umontreal.ca/~lisa/deep/data/mnist/mnist.pkl.gz"
 """The canonical ``mnist.pkl.gz`` of the original tutorials."""

@@ -16,7 +16,7 @@ squashing function ``f(a) = 1.7159 tanh(2a/3)`` (or plain tanh).  A
 subsampling map, as in the paper, adds up each 2x2 window of its C map,
 multiplies the sum by a trainable coefficient, adds a trainable bias and
 squashes (``subsampling='lecun'``); any pooling kind of
-:mod:`deeplearning_tutorial.ops` can replace it (``'max'`` is the blog post's
+:mod:`deeplearning_tutorial.ops` can replace it (``'max'`` is the tutorial's LeNet's
 max pooling), without parameters.  Stochastic pooling needs non-negative
 activations, so it pools the rectified maps ``max(C, 0)``; it draws in
 training and takes the probability-weighted average for validation and test.
@@ -40,6 +40,9 @@ pixels are scaled as LeCun did by default (background -0.1, foreground
 1.175, so the input has mean about 0 and variance about 1);
 ``scaling='none'`` keeps the dataset's [0, 1) with a 0 background.
 
+The training loop, the original's early stopping ("patience") written once
+for every tutorial, is :func:`deeplearning_tutorial.training.patience_loop`.
+
 Run it with ``python scripts/lenet5.py`` or ``python -m deeplearning_tutorial.lenet5``
 (``--help`` for options, ``--summary`` for the table of layers, ``--resume``
 to continue an interrupted run).  Published result: 0.95 % test error
@@ -56,8 +59,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from deeplearning_tutorial import cli, speedups
-from deeplearning_tutorial.checkpoints import RunFiles
+from deeplearning_tutorial import speedups
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
 from deeplearning_tutorial.ops import conv2d, kernels, pool_2d, stochastic_pool_2d
@@ -370,7 +372,7 @@ def build_model(datasets, learning_rate=0.05, batch_size=100, *, c3_table="lecun
 
 
 def rebuild_classifier(x, config):
-    """LeNet-5 of a saved run on the image matrix ``x``, for :func:`~.checkpoints.load_best_model`.
+    """LeNet-5 of a saved run on the image matrix ``x``, for :func:`~.programs.load_best_model`.
 
     ``config`` holds the run's arguments; the weights drawn here are replaced
     by the saved ones.  Returns the :class:`LeNet5`, its predicted classes,
@@ -386,8 +388,7 @@ def rebuild_classifier(x, config):
 
 def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_size=100, *,
                  c3_table="lecun", subsampling="lecun", squashing="lecun", scaling="lecun",
-                 filter_sizes=(5, 5, 5), summary=False, seed=23455, resume=False, discard_checkpoint=False,
-                 checkpoint_file="lenet5.ckpt", best_model_file="best_model_lenet5.npz"):
+                 filter_sizes=(5, 5, 5), summary=False, seed=23455):
     """Train the classic LeNet-5 on MNIST with minibatch SGD and early stopping.
 
     Parameters
@@ -408,11 +409,8 @@ def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_
         The filter sizes of C1, C3 and C5.
     summary : bool
         Print the table of layers (output shape, parameters) and return without training.
-    seed, resume, discard_checkpoint, checkpoint_file, best_model_file
-        As in ``evaluate_lenet5``: the RandomState seed, continuing from the
-        checkpoint (or starting over an interrupted one), where the best
-        model is saved (load it with
-        :func:`~deeplearning_tutorial.checkpoints.load_best_model`).
+    seed : int
+        Seed of the RandomState all weights are drawn from.
 
     Returns
     -------
@@ -429,14 +427,8 @@ def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_
     DatasetError
         When the dataset cannot be loaded (see
         :func:`~deeplearning_tutorial.logistic_sgd.load_data`).
-    RunFileError
-        When another run holds the checkpoint or best-model file, the folder
-        is not writable, the checkpoint forbids this start, or a file cannot
-        be written or read.
     DivergenceError
         When the training cost becomes NaN or infinite.
-    TrainingAborted
-        When a second Ctrl-C (or SIGTERM) comes before the run has stopped.
     """
     layers = architecture(c3_table, subsampling, filter_sizes)
     _choice("squashing", squashing, SQUASHING)
@@ -448,19 +440,13 @@ def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_
     datasets = load_data(dataset)
     check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
                           split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets])
-    config = dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset), batch_size=batch_size,
-                  c3_table=c3_table, subsampling=subsampling, squashing=squashing, scaling=scaling,
-                  filter_sizes=list(filter_sizes), seed=seed, floatX=pytensor.config.floatX)
-    files = RunFiles("lenet5", config, checkpoint_file, best_model_file, resume=resume,
-                     discard_checkpoint=discard_checkpoint)
 
     model = build_model(datasets, learning_rate=learning_rate, batch_size=batch_size, c3_table=c3_table,
                         subsampling=subsampling, squashing=squashing, scaling=scaling,
                         filter_sizes=filter_sizes, seed=seed)
 
     print("... training")
-    state = train(model, n_epochs, patience=PATIENCE_IMAGES // batch_size, files=files,
-                  hooks=[ReportIterations(100)])
+    state = train(model, n_epochs, patience=PATIENCE_IMAGES // batch_size, hooks=[ReportIterations(100)])
     if state.stopped_by is not None:
         return state
     print("Optimization complete.")
@@ -471,9 +457,7 @@ def train_lenet5(learning_rate=0.05, n_epochs=60, dataset="mnist.pkl.gz", batch_
     return state
 
 
-def main(argv=None):
-    cli.run(train_lenet5, argv)
-
-
 if __name__ == "__main__":
-    main()
+    from deeplearning_tutorial.cli import run
+
+    run("lenet5")

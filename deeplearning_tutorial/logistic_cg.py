@@ -29,7 +29,7 @@ import pytensor
 import pytensor.tensor as pt
 import scipy.optimize
 
-from deeplearning_tutorial import cli, logistic_sgd
+from deeplearning_tutorial import logistic_sgd
 from deeplearning_tutorial.logistic_sgd import load_data
 from deeplearning_tutorial.training import LoopState, StopOnSignal, warm_up
 from deeplearning_tutorial.validation import check_n_epochs
@@ -304,14 +304,7 @@ def cg_optimization_mnist(n_epochs=50, mnist_pkl_gz="mnist.pkl.gz"):
     return state
 
 
-def main(argv=None):
-    """Run :func:`cg_optimization_mnist` from the command line.
-
-    After Ctrl-C (or SIGTERM) it exits with status 130 (143), as
-    :func:`cli.run` does for every tutorial stopped by a signal.
-    """
-    cli.run(cg_optimization_mnist, argv)
-
-
 if __name__ == "__main__":
-    main()
+    from deeplearning_tutorial.cli import run
+
+    run("logistic_cg")

@@ -6,6 +6,9 @@ log-likelihood, minibatches taken from shared variables with ``givens``,
 stopped by the patience loop.  With the default arguments it reaches the
 published 7.500000 % validation and 7.489583 % test error after 74 epochs.
 
+The training loop, the original's early stopping ("patience") written once
+for every tutorial, is :func:`deeplearning_tutorial.training.patience_loop`.
+
 Run it with ``python scripts/logistic_sgd.py`` or
 ``python -m deeplearning_tutorial.logistic_sgd`` (``--help`` for options).
 """
@@ -20,9 +23,10 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from deeplearning_tutorial import cli, speedups
-from deeplearning_tutorial.checkpoints import RunFileError, RunFiles
-from deeplearning_tutorial.datasets import atomic_write, ensure_dataset
+from deeplearning_tutorial import speedups
+from deeplearning_tutorial.checkpoints import RunFileError
+from deeplearning_tutorial.files import atomic_write
+from deeplearning_tutorial.mnist import ensure_dataset
 from deeplearning_tutorial.training import CompiledModel, train
 from deeplearning_tutorial.validation import check_hyperparameters
 
@@ -233,7 +237,7 @@ def build_model(datasets, learning_rate=0.13, batch_size=600, mode=None):
 
 def rebuild_classifier(x, config):
     """The classifier of a saved run, on the image matrix ``x``, for
-    :func:`~deeplearning_tutorial.checkpoints.load_best_model`; returns it, its predicted
+    :func:`~deeplearning_tutorial.programs.load_best_model`; returns it, its predicted
     classes, its parameters and None (any batch size)."""
     classifier = LogisticRegression(input=x, n_in=28 * 28, n_out=10)
     return classifier, classifier.y_pred, classifier.params, None
@@ -242,12 +246,13 @@ def rebuild_classifier(x, config):
 def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl.gz", batch_size=600):
     """Train logistic regression on MNIST with minibatch SGD and early stopping.
 
-    Each new best model is pickled to ``best_model.pkl`` (in the current
-    folder), which :func:`predict` reloads, as in the original.  Beside it,
-    ``best_model_logistic.npz`` holds the same model in a format that cannot
-    run code (load it with :func:`~deeplearning_tutorial.checkpoints.load_best_model`).
-    The patience is 5000 minibatches, as in the original; Ctrl-C or SIGTERM
-    stops the run cleanly after the current minibatch.
+    The training is the patience loop of
+    :func:`~deeplearning_tutorial.training.patience_loop`, with a patience
+    of 5000 minibatches, as in the original.  Each new best model is pickled
+    to ``best_model.pkl`` (in the current folder), which :func:`predict`
+    reloads, as in the original.  Run as a command, the program also saves it
+    to ``best_model_logistic.npz``, a format that cannot run code (load it
+    with :func:`~deeplearning_tutorial.programs.load_best_model`).
 
     Parameters
     ----------
@@ -278,19 +283,13 @@ def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl
     DatasetError
         When the dataset cannot be loaded (see :func:`load_data`).
     RunFileError
-        When another run is writing ``best_model_logistic.npz``, the folder
-        is not writable, or a best model cannot be saved.
+        When ``best_model.pkl`` cannot be written.
     DivergenceError
         When the training cost becomes NaN or infinite.
-    TrainingAborted
-        When a second Ctrl-C (or SIGTERM) comes before the run has stopped.
     """
     datasets = load_data(dataset)
     check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
                           split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets])
-    config = dict(learning_rate=learning_rate, n_epochs=n_epochs, dataset=str(dataset), batch_size=batch_size,
-                  floatX=pytensor.config.floatX)
-    files = RunFiles("logistic_sgd", config, best_model_file="best_model_logistic.npz")
     model = build_model(datasets, learning_rate=learning_rate, batch_size=batch_size)
 
     print("... training the model")
@@ -303,7 +302,7 @@ def sgd_optimization_mnist(learning_rate=0.13, n_epochs=1000, dataset="mnist.pkl
             raise RunFileError(f"could not write {exc.filename}: {exc.strerror}; the earlier file (if any) is "
                                f"unchanged. Free some space or run in another folder.") from None
 
-    state = train(model, n_epochs, patience=5000, files=files, on_new_best=save_best_model)
+    state = train(model, n_epochs, patience=5000, on_new_best=save_best_model)
     if state.stopped_by is not None:
         return state
     print(
@@ -324,7 +323,7 @@ def predict():
     whatever code it names, so give this function only files you trust (ones
     you trained yourself).  To share or load other people's models, use
     ``best_model_logistic.npz`` and
-    :func:`~deeplearning_tutorial.checkpoints.load_best_model`, which hold and
+    :func:`~deeplearning_tutorial.programs.load_best_model`, which hold and
     read only arrays.  The test images are those of ``mnist.pkl.gz``
     (:func:`load_data`).
 
@@ -355,12 +354,8 @@ def predict():
     return predicted_values
 
 
-def main(argv=None):
-    cli.run(sgd_optimization_mnist, argv)
-
-
 if __name__ == "__main__":
-    # run the package's module, not this __main__ copy, so pickled models name an importable class
-    from deeplearning_tutorial.logistic_sgd import main as package_main
+    # the registry runs the package's module, not this __main__ copy, so pickled models name an importable class
+    from deeplearning_tutorial.cli import run
 
-    package_main()
+    run("logistic_sgd")

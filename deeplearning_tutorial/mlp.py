@@ -4,6 +4,9 @@ Trained like logistic_sgd (minibatch SGD, ``givens``, the patience loop), with
 L1 and L2 penalties on the weights.  Published result: 1.69 % validation and
 1.65 % test error.
 
+The training loop, the original's early stopping ("patience") written once
+for every tutorial, is :func:`deeplearning_tutorial.training.patience_loop`.
+
 Run it with ``python scripts/mlp.py`` or ``python -m deeplearning_tutorial.mlp``
 (``--help`` for options; ``--resume`` continues an interrupted run).
 """
@@ -17,8 +20,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from deeplearning_tutorial import cli, speedups
-from deeplearning_tutorial.checkpoints import RunFiles
+from deeplearning_tutorial import speedups
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.training import CompiledModel, train
 from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
@@ -194,7 +196,7 @@ def build_model(datasets, learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, batch_
 
 def rebuild_classifier(x, config):
     """The MLP of a saved run on the image matrix ``x``, for
-    :func:`~deeplearning_tutorial.checkpoints.load_best_model`.
+    :func:`~deeplearning_tutorial.programs.load_best_model`.
 
     ``config`` holds the run's arguments; the weights drawn here are replaced by the saved ones.
     Returns the classifier, its predicted classes, its parameters and None (any batch size).
@@ -206,16 +208,13 @@ def rebuild_classifier(x, config):
 
 
 def test_mlp(learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, n_epochs=1000, dataset="mnist.pkl.gz",
-             batch_size=20, n_hidden=500, *, seed=1234, resume=False, discard_checkpoint=False,
-             checkpoint_file="mlp.ckpt", best_model_file="best_model_mlp.npz"):
+             batch_size=20, n_hidden=500, *, seed=1234):
     """Train the MLP on MNIST with minibatch SGD and early stopping.
 
-    Beyond the original: ``seed`` replaces the original's RandomState(1234)
-    seed; the best model is saved to ``best_model_file`` (load it with
-    :func:`~deeplearning_tutorial.checkpoints.load_best_model`); Ctrl-C or
-    SIGTERM stops cleanly, ``resume=True`` continues from ``checkpoint_file``,
-    and ``discard_checkpoint=True`` starts over an interrupted run's checkpoint.
-    The patience is 10000 minibatches, as in the original.
+    The training is the patience loop of
+    :func:`~deeplearning_tutorial.training.patience_loop`, with a patience
+    of 10000 minibatches, as in the original.  Beyond the original: ``seed``
+    (the original's RandomState(1234) by default) is an argument.
 
     Parameters
     ----------
@@ -234,12 +233,6 @@ def test_mlp(learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, n_epochs=1000, data
         Units of the hidden layer.
     seed : int
         Seed of the RandomState the hidden layer's weights are drawn from.
-    resume : bool
-        Continue the interrupted run saved in ``checkpoint_file`` (same arguments).
-    discard_checkpoint : bool
-        Start over even if ``checkpoint_file`` holds an interrupted run (it is overwritten).
-    checkpoint_file, best_model_file : str or path-like
-        Where the checkpoint (saved at every validation) and the best model go.
 
     Returns
     -------
@@ -260,33 +253,20 @@ def test_mlp(learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, n_epochs=1000, data
     DatasetError
         When the dataset cannot be loaded (see
         :func:`~deeplearning_tutorial.logistic_sgd.load_data`).
-    RunFileError
-        When another run is writing the checkpoint or best-model file, the
-        folder is not writable, the checkpoint forbids this start (``resume``
-        without a checkpoint of the same arguments, a new run over an
-        interrupted one without ``discard_checkpoint``, both ``resume`` and
-        ``discard_checkpoint``), or a file cannot be written or read.
     DivergenceError
         When the training cost becomes NaN or infinite.
-    TrainingAborted
-        When a second Ctrl-C (or SIGTERM) comes before the run has stopped.
     """
     datasets = load_data(dataset)
     check_hyperparameters(learning_rate=learning_rate, n_epochs=n_epochs, batch_size=batch_size,
                           split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets],
                           penalties={"L1_reg": L1_reg, "L2_reg": L2_reg})
     check_positive_ints("n_hidden", [n_hidden], count=1)
-    config = dict(learning_rate=learning_rate, L1_reg=L1_reg, L2_reg=L2_reg, n_epochs=n_epochs,
-                  dataset=str(dataset), batch_size=batch_size, n_hidden=n_hidden, seed=seed,
-                  floatX=pytensor.config.floatX)
-    files = RunFiles("mlp", config, checkpoint_file, best_model_file, resume=resume,
-                     discard_checkpoint=discard_checkpoint)
 
     model = build_model(datasets, learning_rate=learning_rate, L1_reg=L1_reg, L2_reg=L2_reg,
                         batch_size=batch_size, n_hidden=n_hidden, seed=seed)
 
     print("... training")
-    state = train(model, n_epochs, patience=10000, files=files)
+    state = train(model, n_epochs, patience=10000)
     if state.stopped_by is not None:
         return state
     print(("Optimization complete. Best validation score of %f %% obtained at iteration %i, "
@@ -297,9 +277,7 @@ def test_mlp(learning_rate=0.01, L1_reg=0.00, L2_reg=0.0001, n_epochs=1000, data
     return state
 
 
-def main(argv=None):
-    cli.run(test_mlp, argv)
-
-
 if __name__ == "__main__":
-    main()
+    from deeplearning_tutorial.cli import run
+
+    run("mlp")

@@ -17,6 +17,7 @@ checkpoint if asked, attaches the hooks and runs the loop.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import signal
 import sys
@@ -30,11 +31,9 @@ import numpy as np
 if TYPE_CHECKING:
     from deeplearning_tutorial.checkpoints import Checkpoint, RunFiles
 
-# On a significant improvement of the validation error, train for at least
-# PATIENCE_INCREASE times as many minibatches as so far.
-PATIENCE_INCREASE = 2
-# An improvement is significant when the error drops below this fraction of the best one.
-IMPROVEMENT_THRESHOLD = 0.995
+#: The files of the run in progress: set by ``with RunFiles(...)``
+#: (:class:`~deeplearning_tutorial.checkpoints.RunFiles`) for the block's length, read by :func:`train`.
+ACTIVE_RUN_FILES: contextvars.ContextVar[RunFiles | None] = contextvars.ContextVar("run_files", default=None)
 
 VALIDATION_LINE = "epoch %i, minibatch %i/%i, validation error %f %%"
 TEST_LINE = "     epoch %i, minibatch %i/%i, test error of best model %f %%"
@@ -151,7 +150,8 @@ def mean_error(model: Callable[[int], object], n_batches: int) -> float:
 
 
 def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
-                  state: LoopState | None = None, hooks: Sequence[Hook] = ()) -> LoopState:
+                  state: LoopState | None = None, hooks: Sequence[Hook] = (), *,
+                  patience_increase: int = 2, improvement_threshold: float = 0.995) -> LoopState:
     """Minibatch SGD with early stopping, printing the tutorials' lines.
 
     Parameters
@@ -163,7 +163,7 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
     patience
         Train on at least this many minibatches, however the validation error
         goes, unless ``n_epochs`` ends the run first; a significant
-        improvement raises it to ``PATIENCE_INCREASE`` times the current
+        improvement raises it to ``patience_increase`` times the current
         iteration where that is more.  The validation error is measured every
         ``min(n_train_batches, patience // 2)`` minibatches.
     state
@@ -172,6 +172,9 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
         Called at four points of each iteration (see :class:`Hook`).  An
         exception a hook raises leaves the loop and propagates; ``state`` then
         holds the variables up to that point.
+    patience_increase, improvement_threshold
+        A new best validation error below ``improvement_threshold`` times the
+        previous best is significant; the original's 2 and 0.995.
 
     Returns
     -------
@@ -182,6 +185,10 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
         state = LoopState(patience=patience)
     attached = _Hooks(hooks)
     n_train_batches = model.n_train_batches
+    if state.next_minibatch >= n_train_batches:
+        raise ValueError(f"the state continues at minibatch {state.next_minibatch + 1} of an epoch, but the "
+                         f"training set has {n_train_batches} minibatches")
+    # start-snippet-loop
     # validate after this many minibatches: once per epoch, or more often if patience is short
     validation_frequency = min(n_train_batches, patience // 2)
 
@@ -201,8 +208,8 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
                                        this_validation_loss * 100.0))
                 new_test_score = None
                 if this_validation_loss < state.best_validation_loss:
-                    if this_validation_loss < state.best_validation_loss * IMPROVEMENT_THRESHOLD:
-                        state.patience = max(state.patience, iter * PATIENCE_INCREASE)
+                    if this_validation_loss < state.best_validation_loss * improvement_threshold:
+                        state.patience = max(state.patience, iter * patience_increase)
                     state.best_validation_loss = this_validation_loss
                     state.best_iter = iter
                     state.test_score = new_test_score = mean_error(model.test_model, model.n_test_batches)
@@ -215,6 +222,7 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
                 state.done_looping = True
                 break
             attached.minibatch_done(state, iter)
+    # end-snippet-loop
     return state
 
 
@@ -416,9 +424,15 @@ def warm_up(*functions: Any) -> None:
             variable.set_value(value, borrow=True)
 
 
-def train(model: CompiledModel, n_epochs: int, patience: int, *, files: RunFiles | None = None,
+def train(model: CompiledModel, n_epochs: int, patience: int, *,
           on_new_best: Callable[[], None] | None = None, hooks: Sequence[Hook] = ()) -> LoopState:
     """Run a tutorial's training: the patience loop with everything attached around it.
+
+    Inside a ``with RunFiles(...)`` block (:class:`~deeplearning_tutorial.checkpoints.RunFiles`,
+    as the command line opens one: :data:`ACTIVE_RUN_FILES`), the run saves its checkpoint at every
+    validation and when it stops, starts from the checkpoint when the block
+    asks to resume, and saves each new best model; outside one, it writes no
+    file.
 
     Parameters
     ----------
@@ -426,11 +440,6 @@ def train(model: CompiledModel, n_epochs: int, patience: int, *, files: RunFiles
         What the tutorial's ``build_model`` returned.
     n_epochs, patience
         As in :func:`patience_loop`.
-    files
-        The run's checkpoint (saved at every validation and when the run
-        stops; a resumed run starts from it) and best-model file (saved at
-        each new best), claimed by the tutorial before it built anything;
-        released here.  None: no files.
     on_new_best
         Called after each new best validation error (logistic_sgd pickles its classifier).
     hooks
@@ -447,47 +456,88 @@ def train(model: CompiledModel, n_epochs: int, patience: int, *, files: RunFiles
     DivergenceError
         When the training cost becomes NaN or infinite.
     RunFileError
-        When a checkpoint or best model cannot be written or read.
+        When a checkpoint or best model cannot be written or read, or the
+        checkpoint to resume from was saved at a position this model's
+        training set does not have.
     TrainingAborted
         When a second Ctrl-C (or SIGTERM) comes before the run has stopped
         after the first one; the last checkpoint saved, if any, is kept.
     """
+    files = ACTIVE_RUN_FILES.get()
     checkpoint = files.checkpoint if files is not None else None
-    try:
-        warm_up(model.train_model, model.validate_model, model.test_model)
-        if checkpoint is not None and files is not None and files.resume:
-            state = checkpoint.load(model.params)
-        else:
-            state = LoopState(patience=patience)
-        started = time.perf_counter() - state.elapsed
-        stop = StopOnSignal()
-        attached = [*hooks, DivergenceCheck(model.n_train_batches)]
-        if files is not None and files.best_model_file is not None:
-            attached.append(OnNewBest(lambda: files.save_best_model(model.params)))
-        if on_new_best is not None:
-            attached.append(OnNewBest(on_new_best))
-        if checkpoint is not None:
-            attached.append(SaveCheckpoint(checkpoint, model.params, started))
-        if sys.stderr.isatty():
-            attached.append(ProgressLine(n_epochs, model.n_train_batches, started))
-        attached.append(stop)
+    warm_up(model.train_model, model.validate_model, model.test_model)
+    if checkpoint is not None and files is not None and files.resume:
+        state = checkpoint.load(model.params, model.n_train_batches)
+    else:
+        state = LoopState(patience=patience)
+    started = time.perf_counter() - state.elapsed
+    stop = StopOnSignal()
+    attached = [*hooks, DivergenceCheck(model.n_train_batches)]
+    if files is not None and files.best_model_file is not None:
+        attached.append(OnNewBest(lambda: files.save_best_model(model.params)))
+    if on_new_best is not None:
+        attached.append(OnNewBest(on_new_best))
+    if checkpoint is not None:
+        attached.append(SaveCheckpoint(checkpoint, model.params, started))
+    if sys.stderr.isatty():
+        attached.append(ProgressLine(n_epochs, model.n_train_batches, started))
+    attached.append(stop)
 
-        with stop:
-            try:
-                patience_loop(model, n_epochs, patience, state, attached)
-            except TrainingInterrupted as interruption:
-                state.stopped_by = interruption.signum
-            finally:
-                _STATUS.clear()
-        state.elapsed = time.perf_counter() - started
-        if checkpoint is not None:
-            checkpoint.save(state, model.params, finished=state.stopped_by is None)
-    finally:
-        if files is not None:
-            files.release()
+    with stop:
+        try:
+            patience_loop(model, n_epochs, patience, state, attached)
+        except TrainingInterrupted as interruption:
+            state.stopped_by = interruption.signum
+        finally:
+            _STATUS.clear()
+    state.elapsed = time.perf_counter() - started
+    if checkpoint is not None:
+        checkpoint.save(state, model.params, finished=state.stopped_by is None)
     if state.stopped_by is not None:
         _report_interruption(state, state.stopped_by, model.n_train_batches, checkpoint)
     return state
+
+
+def run_record(state: LoopState) -> dict[str, Any]:
+    """A run's result and learning curve as plain data, in the units the programs print.
+
+    The one record of a run: the command line's ``--history-file``, the
+    tuning studies' trials and ``scripts/reproduce.py`` all use it.
+
+    Parameters
+    ----------
+    state
+        What a tutorial function returned.
+
+    Returns
+    -------
+    dict
+        ``validation`` and ``test`` (the best validation error and the test
+        error of that model) in per cent, ``best_iteration`` (counted from 1,
+        as the programs print it), ``epochs``, ``train_seconds``,
+        ``stopped_by`` (``"patience"``, ``"n_epochs"``, or the signal's name
+        for an interrupted run) and ``history``, one ``{"iteration",
+        "validation", "test"}`` per validation (``test`` None when the
+        validation was not a new best).  Errors that were never measured
+        are None.
+    """
+    def percent(error):
+        return None if error is None or not math.isfinite(error) else float(error) * 100.0
+
+    if state.stopped_by is not None:
+        stopped_by = signal.Signals(state.stopped_by).name
+    else:
+        stopped_by = "patience" if state.done_looping else "n_epochs"
+    return {
+        "validation": percent(state.best_validation_loss),
+        "test": percent(state.test_score) if state.history else None,
+        "best_iteration": int(state.best_iter) + 1 if state.history else None,
+        "epochs": int(state.epoch),
+        "train_seconds": float(state.elapsed),
+        "stopped_by": stopped_by,
+        "history": [{"iteration": int(it) + 1, "validation": percent(valid), "test": percent(test)}
+                    for it, valid, test in state.history],
+    }
 
 
 def _report_interruption(state: LoopState, signum: int, n_train_batches: int, checkpoint) -> None:

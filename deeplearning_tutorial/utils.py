@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeplearning_tutorial.datasets import atomic_write
+from deeplearning_tutorial.files import atomic_write
 
 
 def scale_to_unit_interval(ndar: np.ndarray, eps: float = 1e-8) -> np.ndarray:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deeplearning_tutorial.lenet5 import main  # noqa: E402
+from deeplearning_tutorial.cli import run  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    run("lenet5")

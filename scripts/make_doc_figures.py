@@ -2,7 +2,7 @@
 
 Writes into ``docs/_static/figures/``:
 
-* ``mnist_train_8.png``: training image 8 as the seed shows it, pixel values printed;
+* ``mnist_train_8.png``: training image 8 with its pixel values printed;
 * ``mnist_first_100.png``: the first 100 training digits, with ``tile_raster_images``;
 * ``c3_connections.png``: which S2 maps each C3 map of LeNet-5 combines (LeCun et al., Table I);
 * ``s2_to_c3.png``: how one C3 map is made from six S2 maps, computed with the package's

@@ -40,7 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-PROGRAMS = ["logistic_sgd", "mlp", "convolutional_mlp", "logistic_cg", "lenet5"]
+from deeplearning_tutorial.programs import PROGRAMS  # noqa: E402
+
 # floatX of the published runs: Theano's default float64, float32 for LeNet's (and LeNet-5's, as the issue asks)
 PUBLISHED_FLOATX = {"logistic_sgd": "float64", "mlp": "float64", "convolutional_mlp": "float32",
                     "logistic_cg": "float64", "lenet5": "float32"}
@@ -61,47 +62,39 @@ PUBLISHED = {
     "lenet5": dict(validation=None, test=0.95, when="LeCun et al. 1998, no distortions", minutes=None,
                    hardware="not published"),
 }
-CHECKPOINT = {"mlp": "mlp.ckpt", "convolutional_mlp": "convolutional_mlp.ckpt", "lenet5": "lenet5.ckpt"}
-BEST_MODEL = {"convolutional_mlp": "best_model_lenet.npz", "lenet5": "best_model_lenet5.npz"}
-# The tutorials' RandomState seeds: the first of --seeds N, then seed + 1, ...
-ORIGINAL_SEED = {"mlp": 1234, "convolutional_mlp": 23455, "lenet5": 23455}
-
-# the tutorial function of each program, whose options --program-args may use
-FUNCTIONS = {"logistic_sgd": "sgd_optimization_mnist", "mlp": "test_mlp", "convolutional_mlp": "evaluate_lenet5",
-             "logistic_cg": "cg_optimization_mnist", "lenet5": "train_lenet5"}
-# options this script passes itself
-RESERVED = ("--resume", "--discard-checkpoint", "--history-file", "--seed")
+# the options this script passes itself (as the programs' parameters they set)
+RESERVED = {"resume": "--resume", "discard_checkpoint": "--discard-checkpoint", "history_file": "--history-file",
+            "seed": "--seed"}
 
 
 def check_program_args(program: str, program_args: tuple[str, ...]) -> str | None:
-    """Why ``program_args`` cannot be given to ``program``, or None when they can."""
-    import importlib
+    """Why ``program_args`` cannot be given to ``program``, or None when they can.
 
-    from deeplearning_tutorial.cli import check_arguments
+    They are parsed as the program parses them (abbreviations such as
+    ``--se`` for ``--seed`` included), so that no reserved option slips through.
+    """
+    from deeplearning_tutorial.cli import changed_options
 
-    if reserved := [a for a in program_args if a.split("=")[0] in RESERVED]:
-        return f"reproduce.py sets {', '.join(reserved)} itself (use its own --resume and --seeds)"
-    module = importlib.import_module(f"deeplearning_tutorial.{program}")
     try:
-        check_arguments(getattr(module, FUNCTIONS[program]), program_args)
+        given = changed_options(PROGRAMS[program], program_args)
     except ValueError as exc:
         return str(exc)
+    if reserved := [RESERVED[name] for name in given if name in RESERVED]:
+        return f"reproduce.py sets {', '.join(reserved)} itself (use its own --resume and --seeds)"
     return None
 
 
 def result_of(record: dict) -> dict:
-    """The learning curves and the final result from a tutorial's ``--history-file`` record.
-
-    Errors are in per cent and iterations counted from 1, as the tutorials print them.
-    """
+    """The learning curves and the final result from a tutorial's ``--history-file`` record
+    (:func:`deeplearning_tutorial.training.run_record`: per cent, iterations counted from 1)."""
     history = record["history"]
     return dict(
-        validation=record["best_validation_loss"] * 100.0,
-        test=record["test_score"] * 100.0,
-        best_iteration=record["best_iter"] + 1,
+        validation=record["validation"],
+        test=record["test"],
+        best_iteration=record["best_iteration"],
         epochs=record["epochs"],
-        validation_curve=[(h["iter"] + 1, h["validation_loss"] * 100.0) for h in history],
-        test_curve=[(h["iter"] + 1, h["test_score"] * 100.0) for h in history if h["test_score"] is not None],
+        validation_curve=[(h["iteration"], h["validation"]) for h in history],
+        test_curve=[(h["iteration"], h["test"]) for h in history if h["test"] is not None],
     )
 
 
@@ -140,7 +133,7 @@ def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool, s
     earlier = out / f"{name}.partial.json"  # this run's arguments, and the wall time of its interrupted parts
     record = dict(arguments=list(program_args), floatX=floatX, mode=mode)
     earlier_record = json.loads(earlier.read_text()) if earlier.exists() else {}
-    resume = resume and _checkpoint_left(workdir, program, record, earlier_record, command)
+    resume = resume and checkpoint_left(workdir, program, record, earlier_record, command)
     if not resume:
         earlier_record = {}
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTENSOR_FLAGS": f"floatX={floatX},mode={mode}"}
@@ -148,7 +141,7 @@ def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool, s
     write_text(earlier, json.dumps({**record, "wall_seconds": wall_before}))
     history_path.unlink(missing_ok=True)
     environment = machine()  # before the run: the commit is the code that runs, even if HEAD moves meanwhile
-    with open(log_path, "a" if resume else "w") as log, _signals_for_the_child() as child:
+    with open(log_path, "a" if resume else "w") as log, signals_for_the_child() as child:
         # from here on a Ctrl-C is the tutorial's: say so only now
         print(f"running {' '.join(command[1:])} ({floatX}, {mode}); log: {log_path}", flush=True)
         started = time.perf_counter()
@@ -164,12 +157,12 @@ def run_program(program: str, out: Path, floatX: str, mode: str, resume: bool, s
         raise RuntimeError(f"{name} failed:\n{stderr}")
     earlier.unlink(missing_ok=True)
     result = result_of(json.loads(history_path.read_text()))
-    return dict(program=program, seed=seed if seed is not None else ORIGINAL_SEED.get(program),
+    return dict(program=program, seed=seed if seed is not None else PROGRAMS[program].original_seed,
                 arguments=list(program_args), floatX=floatX, mode=mode, **result, wall_seconds=wall,
                 seconds_per_epoch=wall / max(result["epochs"], 1), **environment)
 
 
-def _checkpoint_left(workdir: Path, program: str, record: dict, earlier_record: dict,
+def checkpoint_left(workdir: Path, program: str, record: dict, earlier_record: dict,
                      command: list[str]) -> bool:
     """With --resume: continue the checkpoint in ``workdir`` if this configuration left it.
 
@@ -179,9 +172,10 @@ def _checkpoint_left(workdir: Path, program: str, record: dict, earlier_record: 
     """
     from deeplearning_tutorial.checkpoints import RunFileError, read_archive
 
-    if program not in CHECKPOINT or not (workdir / CHECKPOINT[program]).exists():
+    checkpoint_file = PROGRAMS[program].checkpoint_file
+    if checkpoint_file is None or not (workdir / checkpoint_file).exists():
         return False
-    path = workdir / CHECKPOINT[program]
+    path = workdir / checkpoint_file
     same = {key: earlier_record.get(key) for key in record} == record
     try:
         read_archive(path, "checkpoint", arrays=False)
@@ -195,13 +189,14 @@ def _checkpoint_left(workdir: Path, program: str, record: dict, earlier_record: 
     return False
 
 
-def _refuse_interrupted_checkpoint(workdir: Path, program: str) -> None:
+def refuse_interrupted_checkpoint(workdir: Path, program: str) -> None:
     """Without --resume: stop, before running anything, at a checkpoint of an interrupted run."""
     from deeplearning_tutorial.checkpoints import RunFileError, read_archive
 
-    path = workdir / CHECKPOINT.get(program, "none")
-    if program not in CHECKPOINT or not path.exists():
+    checkpoint_file = PROGRAMS[program].checkpoint_file
+    if checkpoint_file is None or not (workdir / checkpoint_file).exists():
         return
+    path = workdir / checkpoint_file
     try:
         finished = read_archive(path, "checkpoint", arrays=False)[0].get("finished")
     except RunFileError:
@@ -215,7 +210,7 @@ def _refuse_interrupted_checkpoint(workdir: Path, program: str) -> None:
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
 
 
-class _signals_for_the_child:
+class signals_for_the_child:
     """While a tutorial runs: Ctrl-C is left to it, SIGTERM is passed on to it.
 
     Ctrl-C on a terminal reaches the whole process group, so the tutorial gets
@@ -265,7 +260,7 @@ def finished_run(path: Path, floatX: str, mode: str, program_args: tuple[str, ..
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically: an interrupted write leaves the previous file."""
-    from deeplearning_tutorial.datasets import atomic_write
+    from deeplearning_tutorial.files import atomic_write
 
     with atomic_write(path, "w") as f:
         f.write(text)
@@ -365,27 +360,27 @@ def plot(program: str, result: dict, out: Path) -> None:
     figure.tight_layout()
     save_figure(figure, out / f"{program}_curves.png", dpi=100)
 
-    from deeplearning_tutorial.checkpoints import load_best_model
+    from deeplearning_tutorial.programs import load_best_model
 
-    workdir = out / program
-    if program == "logistic_sgd" and (workdir / "best_model_logistic.npz").exists():
-        classifier = load_best_model(workdir / "best_model_logistic.npz").classifier
+    best_model_file = PROGRAMS[program].best_model_file
+    # the weights drawn: logistic regression's (one image per class) and LeNet's first filters
+    if program == "mlp" or best_model_file is None or not (out / program / best_model_file).exists():
+        return
+    classifier = load_best_model(out / program / best_model_file).classifier
+    if program == "logistic_sgd":
         weights = classifier.W.get_value().T  # (10, 784): one image per class
         image = tile_raster_images(weights, (28, 28), (1, 10), (2, 2)).repeat(3, axis=0).repeat(3, axis=1)
-    elif program in BEST_MODEL and (workdir / BEST_MODEL[program]).exists():
-        classifier = load_best_model(workdir / BEST_MODEL[program]).classifier
+    else:
         layers = getattr(classifier, "layers", classifier)  # LeNet-5's network, or LeNet's list of layers
         filters = layers[0].W.get_value()  # (20, 1, 5, 5); LeNet-5: (6, 5, 5)
         image = tile_raster_images(filters.reshape(len(filters), -1), (5, 5), (2, len(filters) // 2), (1, 1))
         image = image.repeat(8, axis=0).repeat(8, axis=1)
-    else:
-        return
     save_image(image, out / f"{program}_weights.png", cmap="gray", vmin=0, vmax=255)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(PROGRAMS), help="comma-separated programs to run")
+    parser.add_argument("--only", default=",".join(PUBLISHED), help="comma-separated programs to run")
     parser.add_argument("--floatX", choices=["float32", "float64"],
                         help="for every program (default: that of the published run)")
     parser.add_argument("--mode", default="NUMBA", help="PyTensor mode (default NUMBA)")
@@ -399,8 +394,8 @@ def main(argv=None) -> int:
                              "set-up (the results are then not the published configuration's)")
     args = parser.parse_args(argv)
     programs = args.only.split(",")
-    if unknown := set(programs) - set(PROGRAMS):
-        parser.error(f"unknown programs {sorted(unknown)}; choose from {PROGRAMS}")
+    if unknown := set(programs) - set(PUBLISHED):
+        parser.error(f"unknown programs {sorted(unknown)}; choose from {list(PUBLISHED)}")
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     try:
@@ -414,8 +409,8 @@ def main(argv=None) -> int:
     for program in programs:
         floatX = args.floatX or PUBLISHED_FLOATX[program]
         seeds = [None]
-        if program in ORIGINAL_SEED:
-            seeds += [ORIGINAL_SEED[program] + k for k in range(1, args.seeds)]
+        if (original_seed := PROGRAMS[program].original_seed) is not None:
+            seeds += [original_seed + k for k in range(1, args.seeds)]
         runs = []
         for seed in seeds:
             path = args.out / (f"{program}.json" if seed is None else f"seeds/{program}_seed{seed}.json")
@@ -424,7 +419,7 @@ def main(argv=None) -> int:
                 workdir = args.out / program if seed is None else args.out / program / f"seed{seed}"
                 try:
                     if not args.resume:
-                        _refuse_interrupted_checkpoint(workdir, program)
+                        refuse_interrupted_checkpoint(workdir, program)
                     run = run_program(program, args.out, floatX, args.mode, args.resume, seed, program_args)
                 except KeyboardInterrupt as stop:
                     print(stop or f"interrupted before {program} started", file=sys.stderr)
@@ -440,7 +435,7 @@ def main(argv=None) -> int:
             save_json(args.out / f"{program}.json", result)
         plot(program, result, args.out)
     results = {p: json.loads((args.out / f"{p}.json").read_text())
-               for p in PROGRAMS if (args.out / f"{p}.json").exists()}
+               for p in PUBLISHED if (args.out / f"{p}.json").exists()}
     table = results_table(results)
     write_text(args.out / "RESULTS.md", "# Published vs reproduced\n\n" + table)
     print(table)

@@ -48,6 +48,20 @@ def pytest_unconfigure(config):
     shutil.rmtree(RUN_TMPDIR, ignore_errors=True)
 
 
+def run_with_files(name: str, folder: Path, **arguments):
+    """Call program ``name``'s function as its command line does: inside the run's files, in ``folder``
+    under their default names, recording the full arguments (those not given at their defaults)."""
+    from deeplearning_tutorial.checkpoints import RunFiles
+    from deeplearning_tutorial.cli import run_config
+    from deeplearning_tutorial.programs import PROGRAMS
+
+    program = PROGRAMS[name]
+    config = run_config({**program.defaults(), **arguments})
+    paths = [program.checkpoint_file, program.best_model_file]
+    with RunFiles(name, config, *[folder / path if path else None for path in paths]):
+        return program.function(**arguments)
+
+
 def run_python(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600,
                all_cores: bool = False) -> subprocess.CompletedProcess:
     """Run the project's Python in a subprocess (own floatX / mode flags), capturing output;

@@ -15,20 +15,24 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from deeplearning_tutorial import checkpoints, mlp
+from deeplearning_tutorial import checkpoints, files, mlp
 from deeplearning_tutorial.checkpoints import (
-    BestModel,
     Checkpoint,
     RunFileError,
     RunFiles,
-    load_best_model,
     save_best_model,
 )
+from deeplearning_tutorial.programs import load_best_model
 from deeplearning_tutorial.training import LoopState
 from deeplearning_tutorial.validation import check_hyperparameters
 
 floatX = pytensor.config.floatX
 CONFIG = dict(learning_rate=0.1, n_epochs=3, n_hidden=7, seed=1, floatX=floatX)
+
+
+def run_files(folder):
+    """An MLP run's checkpoint and best-model files in ``folder``."""
+    return RunFiles("mlp", CONFIG, folder / "mlp.ckpt", folder / "best.npz")
 
 
 class Malicious:
@@ -65,7 +69,7 @@ def test_a_malicious_pickle_runs_nothing(tmp_path):
     with pytest.raises(RunFileError, match="is not a checkpoint"):
         checkpoint.check_start(resume=True, discard=False)
     with pytest.raises(RunFileError, match="is not a checkpoint"):
-        checkpoint.load([])
+        checkpoint.load([], n_train_batches=1)
     # a new run refuses to overwrite it, unless told to
     with pytest.raises(RunFileError, match="--discard-checkpoint"):
         checkpoint.check_start(resume=False, discard=False)
@@ -146,7 +150,9 @@ def test_checkpoint_round_trip_and_its_refusals(tmp_path, capsys):
     checkpoint = Checkpoint(path, "mlp", CONFIG)
     checkpoint.check_start(resume=True, discard=False)
     assert "Resuming" in capsys.readouterr().err
-    assert checkpoint.load(params) == state
+    assert checkpoint.load(params, n_train_batches=5) == state
+    with pytest.raises(RunFileError, match="stopped at minibatch 4 .* has 3 minibatches: the data are not"):
+        checkpoint.load(params, n_train_batches=3)  # the data changed under the checkpoint
     for p, value in zip(params, saved):
         np.testing.assert_array_equal(p.get_value(), value)
 
@@ -164,7 +170,7 @@ def test_checkpoint_round_trip_and_its_refusals(tmp_path, capsys):
     with pytest.raises(RunFileError, match="no checkpoint at"):
         Checkpoint(tmp_path / "none.ckpt", "mlp", CONFIG).check_start(resume=True, discard=False)
     with pytest.raises(RunFileError, match="not written for this model"):
-        checkpoint.load(params[:2])
+        checkpoint.load(params[:2], n_train_batches=5)
 
 
 def test_a_tampered_loop_state_is_refused(tmp_path):
@@ -173,7 +179,7 @@ def test_a_tampered_loop_state_is_refused(tmp_path):
                    "state": {"patience": "os.system('x')"}}
     checkpoints.write_archive(tmp_path / "mlp.ckpt", description, [p.get_value() for p in params])
     with pytest.raises(RunFileError, match="damaged or altered loop state"):
-        Checkpoint(tmp_path / "mlp.ckpt", "mlp", CONFIG).load(params)
+        Checkpoint(tmp_path / "mlp.ckpt", "mlp", CONFIG).load(params, n_train_batches=5)
 
 
 def test_a_full_disk_names_the_real_file_and_keeps_the_old_one(tmp_path, monkeypatch):
@@ -194,16 +200,16 @@ def test_two_runs_cannot_write_the_same_files(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (tmp_path / "mlp.ckpt.lock").write_text(str(other.pid))
-        with pytest.raises(RunFileError, match=rf"another run \(process {other.pid}\) is writing .*mlp.ckpt"):
-            RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
+        busy = rf"another run \(process {other.pid}\) is writing .*mlp.ckpt"
+        with pytest.raises(RunFileError, match=busy), run_files(tmp_path):
+            pass
         assert not (tmp_path / "best.npz.lock").exists()  # nothing claimed
     finally:
         other.kill()
         other.wait()
     # its process is gone: the lock is stale and taken over, then released
-    files = RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
-    assert (tmp_path / "mlp.ckpt.lock").read_text() == str(os.getpid())
-    files.release()
+    with run_files(tmp_path):
+        assert (tmp_path / "mlp.ckpt.lock").read_text() == str(os.getpid())
     assert not (tmp_path / "mlp.ckpt.lock").exists() and not (tmp_path / "best.npz.lock").exists()
 
 
@@ -215,31 +221,28 @@ def test_a_lock_appears_with_its_pid_and_leaves_no_temporary_file(tmp_path, monk
         created.append(Path(source).read_text())
         real_link(source, destination)
 
-    monkeypatch.setattr(checkpoints.os, "link", link)
-    files = RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
-    assert created == [str(os.getpid())] * 2
-    assert sorted(os.listdir(tmp_path)) == ["best.npz.lock", "mlp.ckpt.lock"]
-    files.release()
-    (tmp_path / "mlp.ckpt.lock").write_text("")  # left empty by a crash (or an older version): taken over
-    files = RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
-    assert (tmp_path / "mlp.ckpt.lock").read_text() == str(os.getpid())
-    files.release()
+    monkeypatch.setattr(files.os, "link", link)
+    with run_files(tmp_path):
+        assert created == [str(os.getpid())] * 2
+        assert sorted(os.listdir(tmp_path)) == ["best.npz.lock", "mlp.ckpt.lock"]
+    (tmp_path / "mlp.ckpt.lock").write_text("")  # left empty by a crash: taken over
+    with run_files(tmp_path):
+        assert (tmp_path / "mlp.ckpt.lock").read_text() == str(os.getpid())
 
 
 def test_a_filesystem_without_hard_links_still_gets_locks(tmp_path, monkeypatch):
     def no_links(source, destination):
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(checkpoints.os, "link", no_links)
-    files = RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
-    assert (tmp_path / "mlp.ckpt.lock").read_text() == str(os.getpid())
-    assert sorted(os.listdir(tmp_path)) == ["best.npz.lock", "mlp.ckpt.lock"]
+    monkeypatch.setattr(files.os, "link", no_links)
+    with run_files(tmp_path):
+        assert (tmp_path / "mlp.ckpt.lock").read_text() == str(os.getpid())
+        assert sorted(os.listdir(tmp_path)) == ["best.npz.lock", "mlp.ckpt.lock"]
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        files.release()
         (tmp_path / "mlp.ckpt.lock").write_text(str(other.pid))
-        with pytest.raises(RunFileError, match=rf"another run \(process {other.pid}\)"):
-            RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
+        with pytest.raises(RunFileError, match=rf"another run \(process {other.pid}\)"), run_files(tmp_path):
+            pass
     finally:
         other.kill()
         other.wait()
@@ -250,9 +253,9 @@ def test_an_unwritable_folder_is_refused_before_building_even_for_root(tmp_path,
     def denied(path, flags, mode=0o777):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(checkpoints.os, "open", denied)
-    with pytest.raises(RunFileError, match="cannot write in .*permission denied"):
-        RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", tmp_path / "best.npz")
+    monkeypatch.setattr(files.os, "open", denied)
+    with pytest.raises(RunFileError, match="cannot write in .*permission denied"), run_files(tmp_path):
+        pass
     assert os.listdir(tmp_path) == []
 
 
@@ -262,8 +265,8 @@ def test_an_unwritable_folder_is_refused_before_building(tmp_path):
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        with pytest.raises(RunFileError, match="cannot write in .*permission denied"):
-            RunFiles("mlp", CONFIG, folder / "mlp.ckpt", folder / "best.npz")
+        with pytest.raises(RunFileError, match="cannot write in .*permission denied"), run_files(folder):
+            pass
     finally:
         folder.chmod(0o700)
 
@@ -274,6 +277,3 @@ def test_negative_penalties_are_refused():
             check_hyperparameters(0.1, 1, 10, [100], penalties={"L1_reg": 0.0, "L2_reg": 0.0, name: -1e-4})
     check_hyperparameters(0.1, 1, 10, [100], penalties={"L1_reg": 0.0, "L2_reg": 1e-4})
 
-
-def test_best_model_is_a_public_name():
-    assert BestModel.predict.__doc__ and "(n, 784) or (n, 28, 28)" in BestModel.predict.__doc__

@@ -11,14 +11,14 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import REPO, run_python
+from conftest import REPO, run_python, run_with_files
 from scipy import signal as scipy_signal
 
 from deeplearning_tutorial import convolutional_mlp
-from deeplearning_tutorial.checkpoints import load_best_model
 from deeplearning_tutorial.convolutional_mlp import LeNetConvPoolLayer
 from deeplearning_tutorial.datasets import read_dataset
 from deeplearning_tutorial.logistic_sgd import LogisticRegression
+from deeplearning_tutorial.programs import load_best_model
 
 floatX = pytensor.config.floatX
 SCRIPT = str(REPO / "scripts" / "convolutional_mlp.py")
@@ -141,10 +141,9 @@ def test_interrupted_run_resumes_to_the_same_result(small_mnist, tmp_path):
 
 
 def test_best_model_is_saved_and_predicts(small_mnist, tmp_path, capsys):
-    state = convolutional_mlp.evaluate_lenet5(
-        dataset=str(small_mnist), nkerns=[5, 5], batch_size=100, n_epochs=2,
-        checkpoint_file=str(tmp_path / "lenet.ckpt"), best_model_file=str(tmp_path / "best.npz"))
-    model = load_best_model(tmp_path / "best.npz")
+    state = run_with_files("convolutional_mlp", tmp_path, dataset=str(small_mnist), nkerns=[5, 5],
+                           batch_size=100, n_epochs=2)
+    model = load_best_model(tmp_path / "best_model_lenet.npz")
     assert model.program == "convolutional_mlp" and model.config["nkerns"] == [5, 5]
     test_x, test_y = read_dataset(small_mnist)[2]
     predictions = model.predict(test_x.astype(floatX))
@@ -173,8 +172,7 @@ def test_resume_refuses_a_checkpoint_of_other_arguments(small_mnist, tmp_path):
 ])
 def test_bad_hyperparameters_fail_before_compiling(small_mnist, tmp_path, capsys, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        convolutional_mlp.evaluate_lenet5(dataset=str(small_mnist), checkpoint_file=None,
-                                          best_model_file=None, **kwargs)
+        convolutional_mlp.evaluate_lenet5(dataset=str(small_mnist), **kwargs)
     assert "building the model" not in capsys.readouterr().out
 
 

@@ -12,8 +12,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from deeplearning_tutorial import datasets
+from deeplearning_tutorial import datasets, files
 from deeplearning_tutorial.datasets import DatasetError
+from deeplearning_tutorial.mnist import ensure_dataset, resolve_dataset_path
 
 
 def idx_images(images: np.ndarray) -> bytes:
@@ -133,7 +134,7 @@ def test_missing_file_without_network_lists_every_source_and_the_offline_build(t
     monkeypatch.delenv(download.MIRRORS_ENV, raising=False)
     target = tmp_path / "mnist.pkl.gz"
     with pytest.raises(DatasetError) as error:
-        datasets.ensure_dataset(target)
+        ensure_dataset(target)
     message = str(error.value)
     listed = message.splitlines()[1:5]
     assert listed == [f"  {download.MNIST_URL}: cannot connect (no network)"] + [
@@ -143,13 +144,13 @@ def test_missing_file_without_network_lists_every_source_and_the_offline_build(t
 
 
 def test_bare_name_resolves_to_the_data_folder():
-    assert datasets.resolve_dataset_path("mnist.pkl.gz") == datasets.DATA_DIR / "mnist.pkl.gz"
+    assert resolve_dataset_path("mnist.pkl.gz") == datasets.DATA_DIR / "mnist.pkl.gz"
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     path = tmp_path / "file.bin"
     path.write_bytes(b"old")
-    with pytest.raises(RuntimeError), datasets.atomic_write(path) as handle:
+    with pytest.raises(RuntimeError), files.atomic_write(path) as handle:
         handle.write(b"half-written")
         raise RuntimeError("interrupted")
     assert path.read_bytes() == b"old"
@@ -160,7 +161,7 @@ def test_atomic_write_gives_the_permissions_open_would(tmp_path):
     import os
     old_mask = os.umask(0o027)
     try:
-        with datasets.atomic_write(tmp_path / "file.bin") as handle:
+        with files.atomic_write(tmp_path / "file.bin") as handle:
             handle.write(b"data")
         with open(tmp_path / "plain.bin", "wb") as handle:
             handle.write(b"data")
@@ -315,7 +316,7 @@ def test_folder_named_like_the_dataset_is_reported_and_not_downloaded_over(tmp_p
     folder = tmp_path / "mnist.pkl.gz"
     folder.mkdir()
     with pytest.raises(DatasetError) as error:
-        datasets.ensure_dataset(folder)
+        ensure_dataset(folder)
     assert str(error.value) == f"{folder} is a folder, not a dataset file; pass the path of the file itself."
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mnist.pkl.gz").write_bytes(b"")
@@ -360,7 +361,7 @@ def test_atomic_write_names_the_real_file_when_the_write_fails(tmp_path):
     path = tmp_path / "result.json"
     path.write_text("earlier")
     with pytest.raises(OSError) as error:
-        with datasets.atomic_write(path, "w") as handle:
+        with files.atomic_write(path, "w") as handle:
             handle.write("partial")
             raise OSError(28, "No space left on device")
     assert error.value.errno == 28 and error.value.filename == str(path)

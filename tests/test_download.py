@@ -18,6 +18,7 @@ import pytest
 
 from deeplearning_tutorial import datasets, download
 from deeplearning_tutorial.datasets import DatasetError
+from deeplearning_tutorial.mnist import ensure_dataset
 
 HTML_PAGE = b"<!DOCTYPE html>\n<html><body><h1>Proxy: please log in</h1></body></html>\n"
 
@@ -235,7 +236,7 @@ def test_missing_mnist_is_fetched_from_the_configured_mirror(server, mnist_path,
                                                              monkeypatch, capsys):
     server.routes["/pkl/mnist.pkl.gz"] = mnist_path.read_bytes()
     monkeypatch.setenv(download.MIRRORS_ENV, f"{server.url('/nothing/')} {server.url('/pkl/mnist.pkl.gz')}")
-    loaded = datasets.ensure_dataset(tmp_path / "mnist.pkl.gz")
+    loaded = ensure_dataset(tmp_path / "mnist.pkl.gz")
     for (x, y), (x_ref, y_ref) in zip(loaded, mnist):
         np.testing.assert_array_equal(x, x_ref)
         np.testing.assert_array_equal(y, y_ref)

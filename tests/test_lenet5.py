@@ -12,13 +12,12 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import REPO, run_python
+from conftest import REPO, run_python, run_with_files
 from scipy import signal as scipy_signal
 
-from deeplearning_tutorial import lenet5
-from deeplearning_tutorial.checkpoints import load_best_model
 from deeplearning_tutorial.datasets import read_dataset
 from deeplearning_tutorial.lenet5 import C3_TABLES, LeNet5, train_lenet5
+from deeplearning_tutorial.programs import load_best_model
 
 floatX = pytensor.config.floatX
 SCRIPT = str(REPO / "scripts" / "lenet5.py")
@@ -148,11 +147,10 @@ def test_short_run_prints_the_tutorials_lines_and_saves_a_best_model(small_mnist
 @pytest.mark.slow  # a LeNet-5 with stochastic pooling compiles for most of a minute; its Ops are tested alone
 def test_stochastic_subsampling_trains_and_evaluates_deterministically(small_mnist, tmp_path, capsys):
     with pytensor.config.change_flags(mode="CVM"):
-        state = train_lenet5(dataset=str(small_mnist), n_epochs=1, subsampling="stochastic", c3_table="full",
-                             squashing="tanh", checkpoint_file=str(tmp_path / "ckpt"),
-                             best_model_file=str(tmp_path / "best.npz"))
+        state = run_with_files("lenet5", tmp_path, dataset=str(small_mnist), n_epochs=1, subsampling="stochastic",
+                               c3_table="full", squashing="tanh")
     assert state.best_validation_loss < 0.8  # 20 minibatches learn something (chance: 0.9; measured 0.638)
-    model = load_best_model(tmp_path / "best.npz")
+    model = load_best_model(tmp_path / "best_model_lenet5.npz")
     test_x, test_y = read_dataset(small_mnist)[2]
     first, again = model.predict(test_x[:100]), model.predict(test_x[:100])
     np.testing.assert_array_equal(first, again)  # the test-time average draws nothing
@@ -184,6 +182,5 @@ def test_interrupted_run_resumes_to_the_same_result(small_mnist, tmp_path):
 
 
 def test_module_runs_as_a_program():
-    assert lenet5.main is not None
     result = run_python("-m", "deeplearning_tutorial.lenet5", "--summary", "--c3-table", "full", cwd=REPO)
     assert result.returncode == 0 and "2,416" in result.stdout, result.stderr

@@ -14,7 +14,7 @@ SCRIPT = str(REPO / "scripts" / "convolutional_mlp.py")
 
 @pytest.mark.parametrize("filter_sizes, poolsizes, strides, expected", [
     ([(5, 5), (5, 5)], [(2, 2), (2, 2)], [(2, 2), (2, 2)], [(12, 12), (4, 4)]),  # the tutorial's
-    ([(7, 7), (3, 3)], [(2, 2), (2, 2)], [(2, 2), (2, 2)], [(11, 11), (4, 4)]),  # the blog post's suggestion
+    ([(7, 7), (3, 3)], [(2, 2), (2, 2)], [(2, 2), (2, 2)], [(11, 11), (4, 4)]),  # 7x7 filters, then 3x3 ones
     ([(5, 5), (5, 5)], [(3, 3), (3, 3)], [(2, 2), (2, 2)], [(11, 11), (3, 3)]),  # overlapping pooling
     ([(5, 3), (3, 5)], [(2, 1), (1, 2)], [(2, 1), (1, 2)], [(12, 26), (10, 11)]),
 ])
@@ -48,7 +48,7 @@ def test_the_command_line_sets_every_knob(small_mnist, tmp_path):
     assert re.fullmatch(r"epoch 1, minibatch 20/20, validation error \d+\.\d{6} %", lines[4])
     assert lines[-2] == "Optimization complete."
     # the network really changed: its best model has 7x7 filters, then 3x3 ones, and 50 hidden units
-    from deeplearning_tutorial.checkpoints import load_best_model
+    from deeplearning_tutorial.programs import load_best_model
 
     layers = load_best_model(tmp_path / "best_model_lenet.npz").classifier
     assert layers[0].W.get_value().shape == (5, 1, 7, 7) and layers[1].W.get_value().shape == (5, 5, 3, 3)

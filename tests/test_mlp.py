@@ -12,7 +12,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import REPO, run_python
+from conftest import REPO, run_python, run_with_files
 
 from deeplearning_tutorial import mlp
 from deeplearning_tutorial.training import DivergenceError
@@ -70,8 +70,7 @@ def test_original_short_run(mnist_path, tmp_path):
 
 
 def run_in_process(capsys, tmp_path, **kwargs):
-    state = mlp.test_mlp(checkpoint_file=str(tmp_path / "mlp.ckpt"),
-                         best_model_file=str(tmp_path / "best.npz"), **kwargs)
+    state = run_with_files("mlp", tmp_path, **kwargs)
     return state, capsys.readouterr().out
 
 

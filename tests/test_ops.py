@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import pickle
 
 import numpy as np
 import pytensor
@@ -368,17 +367,6 @@ def test_the_jax_backend_is_registered_whenever_pytensor_imports_its_own(pytenso
     result = run_python("-c", JAX_ON_DEMAND, pytensor_jax, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(pytensor_jax == "first"), "72.0"]
-
-
-def test_correlation_ops_pickled_before_the_flip_prop_load_as_unflipped():
-    """Best-model pickles of earlier versions hold Ops without ``filter_flip`` (their
-    graphs flipped the filters with a view): they must load as plain correlations."""
-    from deeplearning_tutorial.ops.conv import Corr2d
-
-    old = Corr2d.__new__(Corr2d)
-    old.__dict__.update(border=(0, 0), subsample=(1, 1), dilation=(1, 1))
-    restored = pickle.loads(pickle.dumps(old))
-    assert restored == Corr2d((0, 0), (1, 1), (1, 1), filter_flip=False)
 
 
 CACHED_GRAPH = """

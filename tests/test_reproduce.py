@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
+from deeplearning_tutorial.training import LoopState, run_record
 from deeplearning_tutorial.utils import tile_raster_images
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -30,10 +31,10 @@ def test_tiles_are_laid_out_row_by_row_with_spacing_and_scaling():
 
 
 def test_results_come_from_the_recorded_history():
-    record = {"best_validation_loss": 0.051, "test_score": 0.05, "best_iter": 199, "epochs": 3,
-              "history": [{"iter": 99, "validation_loss": 0.0923, "test_score": 0.098},
-                          {"iter": 199, "validation_loss": 0.051, "test_score": 0.05},
-                          {"iter": 299, "validation_loss": 0.052, "test_score": None}]}
+    state = LoopState(patience=400, epoch=3, best_validation_loss=0.051, best_iter=199, test_score=0.05,
+                      done_looping=True, history=[(99, 0.0923, 0.098), (199, 0.051, 0.05), (299, 0.052, None)])
+    record = json.loads(json.dumps(run_record(state)))  # as the history file holds it
+    assert record["stopped_by"] == "patience"
     result = reproduce.result_of(record)
     assert result["validation"] == pytest.approx(5.1) and result["test"] == pytest.approx(5.0)
     assert result["best_iteration"] == 200 and result["epochs"] == 3  # counted from 1, as printed
@@ -85,6 +86,8 @@ def test_seeds_repeat_a_run_with_the_next_seeds_and_report_their_spread(mnist_pa
     ("--n-epochs 1 --bogus 2", "does not suit mlp: unrecognized arguments: --bogus 2"),
     ("--n-epochs one", "argument --n-epochs: invalid int value: 'one'"),
     ("--resume", "sets --resume itself"),
+    ("--se 7", "sets --seed itself"),  # an abbreviation, as the program would read it
+    ("--history=h.json", "sets --history-file itself"),
 ])
 def test_bad_program_args_are_refused_before_anything_runs(tmp_path, capsys, program_args, message):
     with pytest.raises(SystemExit) as exit:
@@ -106,17 +109,17 @@ def test_stale_and_interrupted_checkpoints(tmp_path, capsys):
     record = dict(arguments=["--n-epochs", "1"], floatX="float32", mode="NUMBA")
     # without --resume: an interrupted run's checkpoint stops reproduce.py with a message
     with pytest.raises(RuntimeError, match=r"mlp.ckpt holds an interrupted run: continue it with --resume"):
-        reproduce._refuse_interrupted_checkpoint(workdir, "mlp")
+        reproduce.refuse_interrupted_checkpoint(workdir, "mlp")
     # with --resume: continued when this configuration left it ...
     command = []
-    assert reproduce._checkpoint_left(workdir, "mlp", record, {**record, "wall_seconds": 3.0}, command)
+    assert reproduce.checkpoint_left(workdir, "mlp", record, {**record, "wall_seconds": 3.0}, command)
     assert command == ["--resume"]
     # ... discarded, with a note, when other arguments left it
     command = []
-    assert not reproduce._checkpoint_left(workdir, "mlp", record, {**record, "arguments": []}, command)
+    assert not reproduce.checkpoint_left(workdir, "mlp", record, {**record, "arguments": []}, command)
     assert command == ["--discard-checkpoint"] and "starting over" in capsys.readouterr().err
     Checkpoint(workdir / "mlp.ckpt", "mlp", {"n_epochs": 1}).save(LoopState(patience=5), [param], finished=True)
-    reproduce._refuse_interrupted_checkpoint(workdir, "mlp")  # a finished run's: no objection
+    reproduce.refuse_interrupted_checkpoint(workdir, "mlp")  # a finished run's: no objection
 
 
 def test_ctrl_c_while_a_tutorial_starts_reaches_it(small_mnist, tmp_path):
@@ -142,7 +145,7 @@ def test_a_ctrl_c_before_the_tutorial_is_started_is_passed_on_to_it():
     import signal
     import subprocess
 
-    with reproduce._signals_for_the_child() as child:
+    with reproduce.signals_for_the_child() as child:
         signal.raise_signal(signal.SIGINT)  # handled here: nothing to interrupt yet
         process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         child.started(process)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -46,7 +47,7 @@ class FakeModel:
 
 
 def reference_loop(errors, n_train, n_test, n_epochs, patience):
-    """The original loop, transcribed from the tutorial's description (TUTORIAL_FACTS.md)."""
+    """The original loop, transcribed from the tutorial's description (the deeplearning.net logistic_sgd.py)."""
     lines, validations = [], errors + [errors[-1]] * 10_000
     patience_increase, improvement_threshold = 2, 0.995
     validation_frequency = min(n_train, patience // 2)
@@ -91,8 +92,9 @@ def test_loop_matches_the_original(capsys, n_epochs, patience):
     assert sum(h[2] is not None for h in state.history) == len(lines) - n_validations
 
 
-def test_the_constants_are_the_originals():
-    assert training.PATIENCE_INCREASE == 2 and training.IMPROVEMENT_THRESHOLD == 0.995
+def test_the_patience_constants_are_the_originals():
+    parameters = inspect.signature(training.patience_loop).parameters
+    assert parameters["patience_increase"].default == 2 and parameters["improvement_threshold"].default == 0.995
 
 
 class StopAt(Hook):

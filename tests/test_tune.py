@@ -204,7 +204,7 @@ HEADER = 'name = "bad"\nprogram = "logistic_sgd"\n'
     (HEADER + "[fixed]\nn_epochs = 1\n", "nothing to search"),
     (HEADER + "[grid]\nbatch_size = [1]\n[random]\nn_trials = 2\n", "either [grid] or [random]"),
     (HEADER + "[fixed]\nbatch_size = 1\n[grid]\nbatch_size = [2]\n", "both fixed and searched"),
-    (HEADER + "[grid]\nresume = [true]\n", "the study runner sets it"),
+    (HEADER + "[grid]\nresume = [true]\n", "is not an argument of deeplearning_tutorial.logistic_sgd"),
     (HEADER + "sampler = 1\n[grid]\nbatch_size = [1]\n", "unknown key(s) ['sampler']"),
     (HEADER + 'floatX = "float16"\n[grid]\nbatch_size = [1]\n', 'floatX must be "float32" or "float64"'),
     ('name = "a/b"\nprogram = "logistic_sgd"\n[grid]\nbatch_size = [1]\n', "plain folder name"),

@@ -65,9 +65,6 @@ class _Corr2dBase(Op):
     """
 
     __props__ = ("border", "subsample", "dilation", "filter_flip", "num_groups")
-    # graphs pickled before these props existed flipped with a view, outside the Op, and had no groups
-    filter_flip = False
-    num_groups = 1
 
     def __init__(self, border=(0, 0), subsample: Pair = (1, 1), dilation: Pair = (1, 1),
                  filter_flip: bool = False, num_groups: int = 1):

@@ -33,8 +33,8 @@ end ``summary.md`` ranks the trials and two plots show the validation error
 against each searched argument and every trial's learning curve.
 
 The pieces, in the order a study uses them, one module each: ``study``, the
-program registry (:data:`PROGRAMS`) and the study file (:func:`load_study`,
-:func:`expand_trials`); ``worker``, a trial in a worker process
+study file (:func:`load_study`, :func:`expand_trials`), whose ``program`` is
+a name of :data:`deeplearning_tutorial.programs.PROGRAMS`; ``worker``, a trial in a worker process
 (:func:`run_trial`, and the workers' ``--preload`` set-up); ``cluster``, the
 cluster and the client side (:func:`local_cluster`, :func:`run_study`); and
 ``report`` (:func:`write_report`).  This module re-exports them and holds the
@@ -59,8 +59,6 @@ from deeplearning_tutorial.tune.cluster import (
 )
 from deeplearning_tutorial.tune.report import summary_markdown, write_report
 from deeplearning_tutorial.tune.study import (
-    PROGRAMS,
-    Program,
     Study,
     StudyError,
     Trial,
@@ -68,11 +66,11 @@ from deeplearning_tutorial.tune.study import (
     load_study,
     parse_study,
 )
-from deeplearning_tutorial.tune.worker import dask_setup, import_program, run_trial, trial_result
+from deeplearning_tutorial.tune.worker import dask_setup, run_trial, worker_threads
 
-__all__ = ["PROGRAMS", "Program", "Study", "StudyError", "StudyOutcome", "Trial", "TrialsFile", "dask_setup",
-           "expand_trials", "import_program", "load_study", "local_cluster", "main", "parse_args", "parse_study",
-           "run_study", "run_trial", "summary_markdown", "trial_result", "worker_environment", "write_report"]
+__all__ = ["Study", "StudyError", "StudyOutcome", "Trial", "TrialsFile", "dask_setup",
+           "expand_trials", "load_study", "local_cluster", "main", "parse_args", "parse_study",
+           "run_study", "run_trial", "summary_markdown", "worker_environment", "worker_threads", "write_report"]
 
 
 # --------------------------------------------------------------------------
@@ -130,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
             print(f"Dask cluster {client.scheduler.address}: {n_workers} workers; "
                   f"dashboard {client.dashboard_link}", flush=True)
-            too_few = {worker: threads for worker, threads in client.run(import_program, study.program.name).items()
+            too_few = {worker: threads for worker, threads in client.run(worker_threads).items()
                        if threads < args.threads_per_trial}
             if too_few:
                 raise ValueError(f"--threads-per-trial {args.threads_per_trial} is more than the Numba threads "

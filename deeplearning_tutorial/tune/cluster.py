@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from deeplearning_tutorial.datasets import atomic_write
+from deeplearning_tutorial.files import atomic_write
 from deeplearning_tutorial.training import StatusLine, format_hms
 from deeplearning_tutorial.tune.study import Study, Trial, describe_arguments, expand_trials
 from deeplearning_tutorial.tune.worker import run_trial

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from deeplearning_tutorial.datasets import atomic_write
+from deeplearning_tutorial.files import atomic_write
 from deeplearning_tutorial.tune.study import Study, default_point, describe_arguments, toml_value
 from deeplearning_tutorial.utils import save_figure
 
@@ -60,7 +60,7 @@ def summary_markdown(study: Study, records: list[dict]) -> str:
     ranked = _ranked(records)
     lines = [f"# Study `{study.name}`: {study.program.name}", ""]
     fixed = describe_arguments(study.fixed) or "none"
-    lines += [(f"Program `{study.program.target}`, floatX {study.floatX or 'of the caller'}; "
+    lines += [(f"Program `{study.program.qualified_name}`, floatX {study.floatX or 'of the caller'}; "
                f"fixed arguments: {fixed}. {len(ranked)} trials done, "
                f"{sum(r['status'] == 'failed' for r in records)} failed, "
                f"{sum(r['status'] == 'lost' for r in records)} lost."), ""]

@@ -1,72 +1,19 @@
-"""The study file: the programs a study can run, the TOML it is written in, and its trials."""
+"""The study file: the TOML it is written in, checked against the program's function, and its trials."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
-import inspect
 import itertools
 import json
 import math
 import os
 import re
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# --------------------------------------------------------------------------
-# The programs a study can run
-# --------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Program:
-    """A tutorial function that a study can call.
-
-    Parameters
-    ----------
-    name : str
-        The name a study file uses (``program = "mlp"``).
-    target : str
-        ``"module:function"``, imported only when the program is used.
-    dataset_argument : str
-        The argument that names the data file: a relative path in a study is
-        made absolute against the caller's folder, since trials run elsewhere.
-    """
-
-    name: str
-    target: str
-    dataset_argument: str = "dataset"
-
-    def load(self) -> Callable:
-        """The tutorial function; raises StudyError when its module is not installed."""
-        module_name, function_name = self.target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            raise StudyError(f"program {self.name!r} needs {module_name}, which this installation "
-                             f"does not have") from None
-        return getattr(module, function_name)
-
-
-# To make a new tutorial tunable, add one line here.
-PROGRAMS: dict[str, Program] = {program.name: program for program in (
-    Program("logistic_sgd", "deeplearning_tutorial.logistic_sgd:sgd_optimization_mnist"),
-    Program("mlp", "deeplearning_tutorial.mlp:test_mlp"),
-    Program("convolutional_mlp", "deeplearning_tutorial.convolutional_mlp:evaluate_lenet5"),
-    Program("logistic_cg", "deeplearning_tutorial.logistic_cg:cg_optimization_mnist",
-            dataset_argument="mnist_pkl_gz"),
-    Program("lenet5", "deeplearning_tutorial.lenet5:train_lenet5"),
-)}
-
-# Arguments about a run's files, not its result: every trial runs in a folder
-# of its own with their defaults, so a study may not set them.
-MANAGED_ARGUMENTS = frozenset({"resume", "discard_checkpoint", "checkpoint_file", "best_model_file"})
-
+from deeplearning_tutorial.programs import PROGRAMS, Program
 
 # --------------------------------------------------------------------------
 # The study file
@@ -192,7 +139,7 @@ def parse_study(document: dict, source: str = "study", base_dir: Path | str | No
     include_default = document.get("include_default", False)
     if not isinstance(include_default, bool):
         raise fail(f"include_default must be true or false, got {include_default!r}")
-    defaults = tunable_defaults(program.load())
+    defaults = program.defaults()
 
     grids = document.get("grid", {})
     grids = grids if isinstance(grids, list) else [grids]
@@ -232,18 +179,9 @@ def parse_study(document: dict, source: str = "study", base_dir: Path | str | No
     return study
 
 
-def tunable_defaults(function: Callable) -> dict[str, Any]:
-    """The arguments a study may set: the function's defaulted ones, less the file-handling ones."""
-    return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
-            if parameter.default is not inspect.Parameter.empty and name not in MANAGED_ARGUMENTS}
-
-
 def _check_argument_name(argument, defaults, program, where, fail) -> None:
-    if argument in MANAGED_ARGUMENTS:
-        raise fail(f"{where} {argument!r}: every trial runs in its own folder with its own files; "
-                   f"the study runner sets it")
     if argument not in defaults:
-        raise fail(f"{where} {argument!r} is not an argument of {program.target}; "
+        raise fail(f"{where} {argument!r} is not an argument of {program.qualified_name}; "
                    f"it takes {sorted(defaults)}")
 
 

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from deeplearning_tutorial.tune.study import PROGRAMS
+from deeplearning_tutorial.programs import PROGRAMS
+from deeplearning_tutorial.training import run_record
 
 # --------------------------------------------------------------------------
 # A trial, in a worker process
@@ -27,40 +28,11 @@ from deeplearning_tutorial.tune.study import PROGRAMS
 _ONE_TRIAL_AT_A_TIME = threading.Lock()
 
 
-def trial_result(state: Any) -> dict[str, Any]:
-    """The numbers of a finished run, read from what the tutorial function returned.
-
-    The patience loop's state (``training.LoopState``) has the best
-    validation error, its test error and iteration, the epochs run and one
-    history entry ``(iter, validation error, test error or None)`` per
-    validation; errors are fractions, iterations 0-based.
-
-    Returns
-    -------
-    dict
-        ``validation`` and ``test`` in percent, ``best_iteration`` (1-based,
-        as the programs print it), ``epochs``, ``train_seconds`` and
-        ``history``: ``{"iteration", "validation", "test"}`` per validation.
-    """
-    def percent(error):
-        return None if error is None else float(error) * 100.0
-
-    return {
-        "validation": percent(state.best_validation_loss),
-        "test": percent(state.test_score),
-        "best_iteration": int(state.best_iter) + 1,
-        "epochs": int(state.epoch),
-        "train_seconds": float(state.elapsed),
-        "history": [{"iteration": int(it) + 1, "validation": percent(valid), "test": percent(test)}
-                    for it, valid, test in state.history],
-    }
-
-
 def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one trial in this process and return its record (the worker side of a study).
 
     The tutorial function runs with ``spec["arguments"]`` in a temporary
-    folder (its checkpoint and best-model files go there and are discarded),
+    folder (whatever it writes there is discarded),
     with ``spec["threads"]`` Numba/OpenMP threads and ``spec["floatX"]``;
     what it prints goes to the log, written live to ``spec["log_path"]``
     when that folder is visible from this machine, and returned in any case.
@@ -75,7 +47,8 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``status`` ("done" or "failed"), the numbers of :func:`trial_result`
+        ``status`` ("done" or "failed"), the numbers of
+        :func:`~deeplearning_tutorial.training.run_record`
         or ``reason``, ``seconds`` (the call's wall time), ``floatX``,
         ``threads``, ``host``, ``pid``, ``log`` (the printed text).
     """
@@ -92,9 +65,8 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
             flags = {"floatX": spec["floatX"]} if spec.get("floatX") else {}
             with pytensor.config.change_flags(**flags):
                 record["floatX"] = pytensor.config.floatX
-                function = program.load()
-                state = function(**spec["arguments"])
-            record.update(status="done", **trial_result(state))
+                state = program.function(**spec["arguments"])
+            record.update(status="done", **run_record(state))
         except Exception as exc:
             traceback.print_exc()
             record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
@@ -167,9 +139,9 @@ def dask_setup(worker) -> None:
     speedups.keep_freed_memory()
 
 
-def import_program(name: str) -> int:
-    """Import a program's module in a worker (the first trial's time leaves it out); return its Numba threads."""
-    PROGRAMS[name].load()
+def worker_threads() -> int:
+    """A worker's Numba threads; calling it imports this module, and so the programs, in the worker
+    (the first trial's time leaves the imports out)."""
     import numba
 
     return numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set at import by numba
