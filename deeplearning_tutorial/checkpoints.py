@@ -17,6 +17,7 @@ same folder stops at once instead of overwriting the first one's files.
 from __future__ import annotations
 
 import contextvars
+import copy
 import dataclasses
 import json
 import os
@@ -174,7 +175,7 @@ class Checkpoint:
                 f"arguments ({'; '.join(differences) or 'another program'}); resume with the same "
                 f"arguments, or start over with --discard-checkpoint")
 
-    def save(self, state: LoopState, params: Sequence, finished: bool = False) -> None:
+    def save(self, state: LoopState, params: Sequence, finished: bool = False, data_sha256: str | None = None) -> None:
         """Write the loop state and the values of ``params`` to the checkpoint, atomically.
 
         Parameters
@@ -182,29 +183,40 @@ class Checkpoint:
         state
             The patience loop's variables.
         params
-            The model's shared variables.
+            The shared variables training changes: the parameters, and the
+            random generators of a model that draws while it trains (saved as
+            their generator's state), so that a resumed run draws on exactly
+            as the interrupted one would have.
         finished
             Whether the run completed (a finished checkpoint may be replaced
             by a new run; an interrupted one only with ``discard``).
+        data_sha256
+            The fingerprint of the data the run uses
+            (:func:`~deeplearning_tutorial.training.data_sha256`), which a resume must match.
 
         Raises
         ------
         RunFileError
             When the file cannot be written; the earlier checkpoint is left as it was.
         """
+        values = [p.get_value(borrow=True) for p in params]
+        generators = {str(i): v.bit_generator.state for i, v in enumerate(values) if isinstance(v, np.random.Generator)}
         write_archive(self.path, {"kind": "checkpoint", "program": self.program, "config": self.config,
-                                  "state": dataclasses.asdict(state), "finished": finished},
-                      [p.get_value(borrow=True) for p in params])
+                                  "state": dataclasses.asdict(state), "finished": finished,
+                                  "data_sha256": data_sha256, "generators": generators},
+                      [v for v in values if not isinstance(v, np.random.Generator)])
 
-    def load(self, params: Sequence, n_train_batches: int) -> LoopState:
+    def load(self, params: Sequence, n_train_batches: int, data_sha256: str | None = None) -> LoopState:
         """Give ``params`` the saved values and return the saved loop state.
 
         Parameters
         ----------
         params
-            The model's shared variables, in the order they were saved.
+            The shared variables training changes, in the order they were saved.
         n_train_batches
             The minibatches of this run's training set: the saved position must be one of them.
+        data_sha256
+            The fingerprint of this run's data: it must be the interrupted run's.
 
         Returns
         -------
@@ -219,19 +231,41 @@ class Checkpoint:
             When the file cannot be read, is not a checkpoint of this
             package, was written by another program or with other arguments,
             holds parameters of other shapes or dtypes, has a damaged loop
-            state, or stopped at a minibatch this training set does not have.
+            state, was written with other data, or stopped at a minibatch
+            this training set does not have.
         """
         description, arrays = read_archive(self.path, "checkpoint")
         self._check_same_run(description)
-        check_arrays(self.path, arrays, [p.get_value(borrow=True) for p in params])
+        if description.get("data_sha256") != data_sha256:
+            raise RunFileError(f"{self.path} was written by a run on other data than this run's (the dataset "
+                               f"file changed since): resume with the data of the interrupted run, or start "
+                               f"over with --discard-checkpoint")
         state = _loop_state(self.path, description.get("state"))
+        values = [p.get_value(borrow=True) for p in params]
+        generators = description.get("generators")
+        is_generator = [isinstance(v, np.random.Generator) for v in values]
+        wanted = {str(i) for i, g in enumerate(is_generator) if g}
+        if not isinstance(generators, dict) or set(generators) != wanted:
+            raise RunFileError(f"{self.path} does not hold the state of this model's random generators: it was "
+                               f"not written for this model (or it was altered)")
+        check_arrays(self.path, arrays, [v for v, g in zip(values, is_generator) if not g])
         if state.next_minibatch >= n_train_batches:
             raise RunFileError(f"{self.path} stopped at minibatch {state.next_minibatch + 1} of an epoch, but "
                                f"this training set has {n_train_batches} minibatches: the data are not those "
                                f"of the interrupted run. Resume with its data, or start over with "
                                f"--discard-checkpoint")
-        for param, value in zip(params, arrays):
-            param.set_value(value)
+        saved = iter(arrays)
+        for i, (param, value) in enumerate(zip(params, values)):
+            if isinstance(value, np.random.Generator):
+                generator = copy.deepcopy(value)
+                try:
+                    generator.bit_generator.state = generators[str(i)]
+                except (TypeError, ValueError, KeyError) as exc:
+                    raise RunFileError(f"{self.path} holds a damaged random generator state ({exc}); it cannot "
+                                       f"be resumed: start over with --discard-checkpoint") from None
+                param.set_value(generator, borrow=True)
+            else:
+                param.set_value(next(saved))
         state.stopped_by = None
         return state
 

@@ -18,6 +18,7 @@ checkpoint if asked, attaches the hooks and runs the loop.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import math
 import signal
 import sys
@@ -386,14 +387,14 @@ def format_hms(seconds: float) -> str:
 
 
 class SaveCheckpoint(Hook):
-    """Save the loop state and the parameters at every validation."""
+    """Save the loop state, the parameters (and random generators) at every validation."""
 
-    def __init__(self, checkpoint: Checkpoint, params: Sequence, started: float) -> None:
-        self.checkpoint, self.params, self.started = checkpoint, params, started
+    def __init__(self, checkpoint: Checkpoint, params: Sequence, started: float, data_sha256: str | None) -> None:
+        self.checkpoint, self.params, self.started, self.data_sha256 = checkpoint, params, started, data_sha256
 
     def validated(self, state):
         state.elapsed = time.perf_counter() - self.started
-        self.checkpoint.save(state, self.params)
+        self.checkpoint.save(state, self.params, data_sha256=self.data_sha256)
 
 
 # --------------------------------------------------------------------------
@@ -457,17 +458,25 @@ def train(model: CompiledModel, n_epochs: int, patience: int, *,
         When the training cost becomes NaN or infinite.
     RunFileError
         When a checkpoint or best model cannot be written or read, or the
-        checkpoint to resume from was saved at a position this model's
-        training set does not have.
+        checkpoint to resume from was written with other data (the
+        fingerprint of every shared variable the compiled functions read and
+        training does not change: the data splits) or for another model.
     TrainingAborted
         When a second Ctrl-C (or SIGTERM) comes before the run has stopped
         after the first one; the last checkpoint saved, if any, is kept.
     """
     files = ACTIVE_RUN_FILES.get()
     checkpoint = files.checkpoint if files is not None else None
-    warm_up(model.train_model, model.validate_model, model.test_model)
+    functions = (model.train_model, model.validate_model, model.test_model)
+    warm_up(*functions)
+    saved: list = []  # what a checkpoint holds: the parameters, and any random generator training draws from
+    data = None
+    if checkpoint is not None:
+        trained = updated_variables(model.train_model)
+        saved = [*model.params, *(v for v in trained if all(v is not p for p in model.params))]
+        data = data_sha256(data_variables(functions, trained))
     if checkpoint is not None and files is not None and files.resume:
-        state = checkpoint.load(model.params, model.n_train_batches)
+        state = checkpoint.load(saved, model.n_train_batches, data)
     else:
         state = LoopState(patience=patience)
     started = time.perf_counter() - state.elapsed
@@ -478,7 +487,7 @@ def train(model: CompiledModel, n_epochs: int, patience: int, *,
     if on_new_best is not None:
         attached.append(OnNewBest(on_new_best))
     if checkpoint is not None:
-        attached.append(SaveCheckpoint(checkpoint, model.params, started))
+        attached.append(SaveCheckpoint(checkpoint, saved, started, data))
     if sys.stderr.isatty():
         attached.append(ProgressLine(n_epochs, model.n_train_batches, started))
     attached.append(stop)
@@ -492,10 +501,36 @@ def train(model: CompiledModel, n_epochs: int, patience: int, *,
             _STATUS.clear()
     state.elapsed = time.perf_counter() - started
     if checkpoint is not None:
-        checkpoint.save(state, model.params, finished=state.stopped_by is None)
+        checkpoint.save(state, saved, finished=state.stopped_by is None, data_sha256=data)
     if state.stopped_by is not None:
         _report_interruption(state, state.stopped_by, model.n_train_batches, checkpoint)
     return state
+
+
+def data_sha256(variables: Sequence) -> str:
+    """A fingerprint of the data in ``variables`` (shared variables): SHA-256 of their dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for variable in variables:
+        value = np.ascontiguousarray(variable.get_value(borrow=True))
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(memoryview(value).cast("B"))
+    return digest.hexdigest()
+
+
+def updated_variables(function) -> list:
+    """The shared variables a compiled ``pytensor`` function changes when it is called."""
+    return [i.variable for i in function.maker.inputs if i.update is not None]
+
+
+def data_variables(functions: Sequence, changed: Sequence) -> list:
+    """The shared variables ``functions`` read and nothing in ``changed`` is: a tutorial's data splits."""
+    found: list = []
+    for function in functions:
+        for i in function.maker.inputs:
+            if (i.implicit and all(i.variable is not v for v in changed)
+                    and all(i.variable is not v for v in found)):
+                found.append(i.variable)
+    return found
 
 
 def run_record(state: LoopState) -> dict[str, Any]:

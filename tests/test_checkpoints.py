@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import warnings
@@ -23,7 +24,7 @@ from deeplearning_tutorial.checkpoints import (
     save_best_model,
 )
 from deeplearning_tutorial.programs import load_best_model
-from deeplearning_tutorial.training import LoopState
+from deeplearning_tutorial.training import CompiledModel, Hook, LoopState, TrainingInterrupted, train
 from deeplearning_tutorial.validation import check_hyperparameters
 
 floatX = pytensor.config.floatX
@@ -277,3 +278,48 @@ def test_negative_penalties_are_refused():
             check_hyperparameters(0.1, 1, 10, [100], penalties={"L1_reg": 0.0, "L2_reg": 0.0, name: -1e-4})
     check_hyperparameters(0.1, 1, 10, [100], penalties={"L1_reg": 0.0, "L2_reg": 1e-4})
 
+
+
+class StopAt(Hook):
+    """Leave the loop after iteration ``at``, as Ctrl-C would."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def minibatch_done(self, state, iter):
+        if iter == self.at:
+            raise TrainingInterrupted(signal.SIGINT)
+
+
+def noisy_model(data):
+    """A model whose training draws from a random generator: w follows each minibatch's mean plus noise."""
+    from pytensor.tensor.random.utils import RandomStream
+
+    x, w, index = pytensor.shared(data), pytensor.shared(np.zeros(3)), pt.lscalar()
+    target = x[index * 2:(index + 1) * 2].mean(axis=0) + RandomStream(seed=5).normal(size=(3,))
+    train_model = pytensor.function([index], ((target - w) ** 2).sum(), updates=[(w, w + 0.1 * (target - w))],
+                                    mode="FAST_COMPILE")
+    error = pytensor.function([index], ((x[index * 2:(index + 1) * 2].mean(axis=0) - w) ** 2).sum(),
+                              mode="FAST_COMPILE")
+    n_batches = len(data) // 2
+    return CompiledModel(None, [w], train_model, error, error, n_batches, n_batches, n_batches)
+
+
+def test_a_resumed_run_draws_on_as_the_interrupted_one_and_refuses_other_data(tmp_path, capsys):
+    data = np.random.default_rng(0).normal(size=(6, 3))
+    with RunFiles("mlp", CONFIG, tmp_path / "whole.ckpt"):
+        whole = noisy_model(data)
+        train(whole, n_epochs=4, patience=1000)
+    with RunFiles("mlp", CONFIG, tmp_path / "parts.ckpt"):
+        first = noisy_model(data)
+        assert train(first, n_epochs=4, patience=1000, hooks=[StopAt(4)]).stopped_by == signal.SIGINT
+    with RunFiles("mlp", CONFIG, tmp_path / "parts.ckpt", resume=True):
+        second = noisy_model(data)  # its generator starts from its seed: the checkpoint puts it where it was
+        train(second, n_epochs=4, patience=1000)
+    np.testing.assert_array_equal(second.params[0].get_value(), whole.params[0].get_value())
+    # the same shapes, other numbers: not the interrupted run's data
+    with RunFiles("mlp", CONFIG, tmp_path / "other.ckpt"):
+        train(noisy_model(data), n_epochs=4, patience=1000, hooks=[StopAt(4)])
+    with (pytest.raises(RunFileError, match="written by a run on other data"),
+          RunFiles("mlp", CONFIG, tmp_path / "other.ckpt", resume=True)):
+        train(noisy_model(data + 1.0), n_epochs=4, patience=1000)
