@@ -41,9 +41,9 @@ from typing import TextIO
 from deeplearning_tutorial.datasets import (
     IDX_FILES,
     IDX_SHA256,
+    IDX_SIZES,
     Dataset,
     DatasetError,
-    atomic_write,
     check_gzip_magic,
     check_idx_sha256,
     check_mnist_arrays,
@@ -52,8 +52,9 @@ from deeplearning_tutorial.datasets import (
     offline_hint,
     parse_idx,
     split_idx_arrays,
+    verified_replacement,
     verify_dataset,
-    write_dataset,
+    write_verified_dataset,
 )
 
 MNIST_URL = "http://www.iro.umontreal.ca/~lisa/deep/data/mnist/mnist.pkl.gz"
@@ -266,7 +267,7 @@ def fetch_idx_mirror(base_url: str, progress: Progress) -> Dataset:
             data = fetch(base_url + label, label, progress)
         except NETWORK_ERRORS as exc:  # say which file: a mirror may lack only one
             raise DatasetError(f"{label}: {describe_failure(exc)}") from exc
-        content = gunzip(data, label)
+        content = gunzip(data, label, IDX_SIZES[name])
         check_idx_sha256(content, name, IDX_SHA256[name], label)
         arrays[key] = parse_idx(content, label)
     dataset = split_idx_arrays(arrays)
@@ -341,11 +342,11 @@ def download_dataset(path: Path | str, sources: Sequence[str] | None = None,
             continue
         try:
             if isinstance(payload, bytes):
-                with atomic_write(path) as out:
+                with verified_replacement(path) as out:
                     out.write(payload)
             else:
                 print(f"  building {path} from the verified IDX files", file=log, flush=True)
-                write_dataset(payload, path)
+                write_verified_dataset(payload, path)
         except OSError as exc:
             raise DatasetError(f"cannot write {path}: {exc.strerror or exc}.") from exc
         print(f"  verified MNIST from {url}, saved to {path}", file=log, flush=True)
