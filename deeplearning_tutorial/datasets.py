@@ -609,8 +609,8 @@ def check_mnist_arrays(dataset: Dataset, source: str) -> None:
                            f"(their SHA-256 do not match); this is not the MNIST dataset.")
 
 
-def load_dataset_stream(handle: gzip.GzipFile, source: str, hint: str | None = None) -> object:
-    """Unpickle a dataset from the gzip stream ``handle`` and read that stream to its end.
+def load_dataset_stream(handle: IO[bytes], source: str, hint: str | None = None) -> object:
+    """Unpickle a dataset from ``handle`` (a gzip stream, or bytes already decompressed) and read it to its end.
 
     Reading past the pickle makes gzip check its CRC and length, so a
     damaged file cannot load with changed pixels. The object is returned
