@@ -609,7 +609,7 @@ def check_mnist_arrays(dataset: Dataset, source: str) -> None:
                            f"(their SHA-256 do not match); this is not the MNIST dataset.")
 
 
-def load_dataset_stream(handle: IO[bytes], source: str, hint: str | None = None) -> object:
+def load_dataset_stream(handle: io.BufferedIOBase, source: str, hint: str | None = None) -> object:
     """Unpickle a dataset from ``handle`` (a gzip stream, or bytes already decompressed) and read it to its end.
 
     Reading past the pickle makes gzip check its CRC and length, so a
