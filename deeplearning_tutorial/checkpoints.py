@@ -128,10 +128,15 @@ class RunLock:
     A lock left by a process that no longer exists (killed, crashed) or by
     this very process (an earlier call that raised) is taken over.  A lock
     appears with its pid already in it, so an empty one is a crash's too.
+    ``elsewhere`` ends the message when another run holds a lock: how to run
+    beside it (by default, with a program's options).
     """
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path],
+                 elsewhere: str = "give this run other file names (--checkpoint-file, --best-model-file) "
+                                  "or another folder") -> None:
         self.locks = [path.with_name(path.name + ".lock") for path in paths]
+        self.elsewhere = elsewhere
         self.held: list[Path] = []
 
     def acquire(self) -> None:
@@ -165,8 +170,7 @@ class RunLock:
                 if owner is not None and owner != os.getpid() and _process_exists(owner):
                     raise RunFileError(
                         f"another run (process {owner}) is writing {target}; wait for it to end, or "
-                        f"give this run other file names (--checkpoint-file, --best-model-file) or "
-                        f"another folder. If no such run exists, delete {lock}."
+                        f"{self.elsewhere}. If no such run exists, delete {lock}."
                     ) from None
                 lock.unlink(missing_ok=True)  # stale: its process is gone (or it crashed before writing)
                 continue

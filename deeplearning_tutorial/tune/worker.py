@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from deeplearning_tutorial.tune.study import PROGRAMS
+from deeplearning_tutorial.tune.study import PROGRAMS, Program, tunable_defaults
 
 # --------------------------------------------------------------------------
 # A trial, in a worker process
@@ -65,7 +65,9 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     what it prints goes to the log, written live to ``spec["log_path"]``
     when that folder is visible from this machine, and returned in any case.
     A trial that raises (a diverging cost, impossible arguments) is a
-    ``"failed"`` record with the reason; the study goes on.
+    ``"failed"`` record with the reason; the study goes on.  So is one that
+    ends no better than chance (:func:`chance_error`): its training diverged
+    even if its cost stayed finite, and it keeps its numbers.
 
     Parameters
     ----------
@@ -76,7 +78,7 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     -------
     dict
         ``status`` ("done" or "failed"), the numbers of :func:`trial_result`
-        or ``reason``, ``seconds`` (the call's wall time), ``floatX``,
+        and ``chance`` (percent), or ``reason``, ``seconds`` (the call's wall time), ``floatX``,
         ``threads``, ``host``, ``pid``, ``log`` (the printed text).
     """
     program = PROGRAMS[spec["program"]]
@@ -94,7 +96,15 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
                 record["floatX"] = pytensor.config.floatX
                 function = program.load()
                 state = function(**spec["arguments"])
-            record.update(status="done", **trial_result(state))
+            result = trial_result(state)
+            result["chance"] = chance_error(program, spec["arguments"])
+            if result["validation"] < result["chance"]:
+                record.update(status="done", **result)
+            else:
+                record.update(status="failed", **result,
+                              reason=f"diverged: its best validation error, {result['validation']:.2f} %, is no "
+                                     f"better than chance ({result['chance']:.2f} %, the most frequent label "
+                                     f"always)")
         except Exception as exc:
             traceback.print_exc()
             record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
@@ -102,6 +112,22 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
         log.flush()
         record["log"] = log.getvalue()
     return record
+
+
+def chance_error(program: Program, arguments: dict[str, Any]) -> float:
+    """The validation error, in percent, of answering the most frequent label of the validation set every time.
+
+    A trial whose best validation error is no lower has learned nothing:
+    its training diverged (at a learning rate of 1e6, the MLP's cost stays
+    finite while its error stays near 89 %, which is chance on MNIST).
+    """
+    import numpy as np
+
+    from deeplearning_tutorial.datasets import ensure_dataset
+
+    dataset = arguments.get(program.dataset_argument, tunable_defaults(program.load())[program.dataset_argument])
+    _, (_, labels), _ = ensure_dataset(dataset)
+    return 100.0 * (1.0 - np.bincount(labels).max() / len(labels))
 
 
 class _Tee(io.StringIO):
