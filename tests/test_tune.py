@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import REPO, run_python
 from distributed import Client
@@ -450,6 +451,10 @@ def test_the_dashboard_listens_on_localhost_only_and_its_link_is_the_real_addres
         host, port = cluster.scheduler.http_server.address, cluster.scheduler.http_server.port
         assert host == "127.0.0.1"
         assert tune.cluster.dashboard_link(dask_client) == f"http://127.0.0.1:{port}/status"
+        # nothing of the cluster (scheduler, nannies, workers, their HTTP servers) listens beyond this machine
+        processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        listening = {c.laddr for p in processes for c in p.net_connections(kind="inet") if c.status == "LISTEN"}
+        assert ("127.0.0.1", port) in listening and {address.ip for address in listening} == {"127.0.0.1"}
     with tune.local_cluster(1, 1, retries=0, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as dask_client:
         port = cluster.scheduler.http_server.port
