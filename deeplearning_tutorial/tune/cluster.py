@@ -114,9 +114,8 @@ def connect(address: str):
         if scheme == "tcp":
             socket.create_connection(parse_host_port(location, default_port=8786), timeout=5).close()
         return Client(address, timeout=30)
-    except (OSError, TimeoutError) as exc:
-        raise unreachable(_reason(exc) if isinstance(exc, OSError) and exc.strerror else
-                          str(exc) or type(exc).__name__) from None
+    except OSError as exc:  # refused, no route, timed out (TimeoutError is an OSError)
+        raise unreachable(_reason(exc)) from None
     except ValueError as exc:
         raise unreachable(f"not an address: {exc}") from None
 
@@ -368,7 +367,7 @@ class StudyFolder:
 
 def _reason(exc: OSError) -> str:
     """An OSError's reason in the words of a sentence ("permission denied")."""
-    reason = exc.strerror or str(exc)
+    reason = exc.strerror or str(exc) or type(exc).__name__
     return reason[:1].lower() + reason[1:]
 
 
