@@ -19,13 +19,18 @@ when it is downloaded, in :mod:`deeplearning_tutorial.mnist`.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
+import math
 import pickle
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -64,7 +69,17 @@ MNIST_ARRAY_SHA256 = {
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
 N_TRAIN, N_VALID, N_TEST = 50_000, 10_000, 10_000
+IMAGE_SHAPE = (28, 28)
 N_PIXELS = 28 * 28
+#: The size of each IDX file of MNIST's layout, decompressed (a 16-byte header
+#: and 28x28 one-byte pixels, or an 8-byte header and one-byte labels): no file
+#: the tutorials can use is larger, so none is decompressed past it.
+IDX_SIZES = {
+    "train-images-idx3-ubyte": 16 + (N_TRAIN + N_VALID) * N_PIXELS,
+    "train-labels-idx1-ubyte": 8 + N_TRAIN + N_VALID,
+    "t10k-images-idx3-ubyte": 16 + N_TEST * N_PIXELS,
+    "t10k-labels-idx1-ubyte": 8 + N_TEST,
+}
 SPLIT_NAMES = ("train", "valid", "test")
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -133,6 +148,9 @@ def describe_os_error(path: Path, exc: OSError) -> str:
         inside = path / MNIST_NAME
         example = f" (such as {inside})" if inside.is_file() else ""
         return f"{path} is a folder, not a dataset file; pass the path of the file itself{example}."
+    if exc.errno == errno.ELOOP:
+        return (f"{path} is a symbolic link that loops (to itself, or through other links back to "
+                f"itself), so it leads to no file; see `ls -l {path}` and point it at the real file.")
     return f"{path} cannot be read: {exc.strerror or exc}."
 
 
@@ -152,19 +170,28 @@ def check_gzip_magic(data: bytes, source: str) -> None:
         raise DatasetError(f"{source} is not a gzip file{kind}: it starts with {data[:32]!r}.")
 
 
-def gunzip(data: bytes, source: str) -> bytes:
+def gunzip(data: bytes, source: str, max_size: int | None = None) -> bytes:
     """Decompress a whole gzip file held in memory, checking its CRC and length.
+
+    ``max_size`` bounds the decompressed size: a small file that would
+    decompress to gigabytes is refused once it passes the bound.
 
     Raises
     ------
     DatasetError
-        ``data`` is not gzip (an HTML error page, say), or is truncated or damaged.
+        ``data`` is not gzip (an HTML error page, say), is truncated or
+        damaged, or decompresses to more than ``max_size`` bytes.
     """
     check_gzip_magic(data, source)
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as handle:
+            content = handle.read(-1 if max_size is None else max_size + 1)
     except GZIP_ERRORS as exc:
         raise DatasetError(f"{source} is truncated or corrupt ({exc or type(exc).__name__}).") from exc
+    if max_size is not None and len(content) > max_size:
+        raise DatasetError(f"{source} decompresses to more than the {max_size} bytes a file of "
+                           f"MNIST's layout has; it is not one.")
+    return content
 
 
 # --------------------------------------------------------------------------
@@ -172,16 +199,23 @@ def gunzip(data: bytes, source: str) -> bytes:
 # --------------------------------------------------------------------------
 
 
-def read_idx_bytes(path: Path) -> bytes:
-    """The decompressed content of an IDX file (``.gz`` or plain), read to its end."""
+def read_idx_bytes(path: Path, max_size: int) -> bytes:
+    """The decompressed content of an IDX file (``.gz`` or plain), read to its end.
+
+    A file (or its decompressed content) of more than ``max_size`` bytes is
+    refused before it is read whole (see :data:`IDX_SIZES`).
+    """
     try:
+        if path.stat().st_size > max_size + 1024:  # gzip adds a few bytes at worst
+            raise DatasetError(f"{path} has {path.stat().st_size} bytes, more than the {max_size} bytes "
+                               f"a file of MNIST's layout has; it is not one.")
         data = path.read_bytes()
     except OSError as exc:
         raise DatasetError(describe_os_error(path, exc)) from exc
     if path.suffix != ".gz":
         return data
     try:
-        return gunzip(data, str(path))
+        return gunzip(data, str(path), max_size)
     except DatasetError as exc:
         raise DatasetError(f"{exc} Download the official MNIST IDX file again.") from exc
 
@@ -204,7 +238,7 @@ def parse_idx(content: bytes, source: str = "<bytes>") -> np.ndarray:
             f"{source}: magic number {magic} is neither {IDX_IMAGES_MAGIC} (images) "
             f"nor {IDX_LABELS_MAGIC} (labels); this is not an MNIST IDX file."
         )
-    expected = offset + int(np.prod(shape))
+    expected = offset + math.prod(shape)  # Python integers: a hostile header cannot wrap around
     if len(content) != expected:
         raise DatasetError(
             f"{source}: header announces {expected} bytes for shape {shape}, "
@@ -274,13 +308,19 @@ def load_idx_dir(idx_dir: Path | str, official: bool = True) -> dict[str, np.nda
         A file is missing, unreadable, damaged or fails a checksum.
     """
     idx_dir = Path(idx_dir)
+    try:
+        idx_dir.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a symbolic link that loops, say
+        raise DatasetError(describe_os_error(idx_dir, exc)) from None
     if not idx_dir.is_dir():
         raise DatasetError(f"{idx_dir} is not a folder; --from-idx needs the folder of the MNIST IDX files.")
     folder_sums = read_checksums(idx_dir)
     arrays = {}
     for key, name in IDX_FILES.items():
         path = find_idx_file(idx_dir, name)
-        content = read_idx_bytes(path)
+        content = read_idx_bytes(path, IDX_SIZES[name])
         if official:
             check_idx_sha256(content, name, IDX_SHA256[name], str(path))
         if name in folder_sums:
@@ -304,6 +344,11 @@ def split_idx_arrays(arrays: dict[str, np.ndarray]) -> Dataset:
     """
     train_images, train_labels = arrays["train_images"], arrays["train_labels"]
     test_images, test_labels = arrays["test_images"], arrays["test_labels"]
+    for key in ("train_images", "test_images"):
+        if arrays[key].shape[1:] != IMAGE_SHAPE:
+            rows, cols = arrays[key].shape[1:]
+            raise DatasetError(f"{IDX_FILES[key]} holds images of {rows}x{cols} pixels; expected "
+                               f"28x28, as MNIST's (and Fashion-MNIST's) are.")
     if len(train_images) != N_TRAIN + N_VALID or len(train_labels) != N_TRAIN + N_VALID:
         raise DatasetError(f"expected {N_TRAIN + N_VALID} training images and labels, got "
                            f"{len(train_images)} and {len(train_labels)}.")
@@ -370,10 +415,62 @@ def write_dataset(dataset: Dataset, path: Path | str) -> Path:
     """
     path = Path(path)
     payload = dumps_dataset(dataset)
-    with (atomic_write(path) as raw,
-          gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as handle):
-        handle.write(payload)
+    with atomic_write(path) as raw:
+        _gzip_into(raw, payload)
     return path
+
+
+def _gzip_into(raw: IO[bytes], payload: bytes) -> None:
+    """Write ``payload`` gzip'd to ``raw``, with no time stamp or name in the header."""
+    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as handle:
+        handle.write(payload)
+
+
+def write_verified_dataset(dataset: Dataset, path: Path | str) -> Path:
+    """Write ``dataset`` as :func:`write_dataset` does, replacing ``path`` only with a verified file.
+
+    See :func:`verified_replacement`.
+
+    Raises
+    ------
+    DatasetError
+        The file as written does not verify; ``path`` is as it was.
+    OSError
+        It cannot be written; ``path`` is as it was.
+    """
+    path = Path(path)
+    payload = dumps_dataset(dataset)
+    with verified_replacement(path) as raw:
+        _gzip_into(raw, payload)
+    return path
+
+
+@contextmanager
+def verified_replacement(path: Path | str) -> Iterator[IO[bytes]]:
+    """A temporary file beside ``path`` to write a gzip'd dataset into; it replaces ``path`` only once verified.
+
+    When the block ends, the temporary file is read back to its end and
+    checked as :func:`read_dataset` would check ``path`` (MNIST's sizes for a
+    file called ``mnist.pkl.gz``), then renamed over ``path``.  When the
+    block or the check fails, the temporary file is removed and ``path``,
+    a verified dataset maybe, is untouched.
+
+    Raises
+    ------
+    DatasetError
+        What was written does not verify.
+    """
+    path = Path(path)
+    source = f"the data written for {path}"
+    kept = f"It was not saved: {path} is as it was."
+    with atomic_write(path, "w+b") as handle:
+        yield handle
+        handle.flush()
+        handle.seek(0)
+        with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+            dataset = load_dataset_stream(stream, source, hint=kept)
+        verify_dataset(dataset, source, (N_TRAIN, N_VALID, N_TEST) if path.name == MNIST_NAME else None,
+                       hint=kept)
 
 
 _ALLOWED_GLOBALS = {
@@ -461,8 +558,8 @@ def check_mnist_arrays(dataset: Dataset, source: str) -> None:
                            f"(their SHA-256 do not match); this is not the MNIST dataset.")
 
 
-def load_dataset_stream(handle: gzip.GzipFile, source: str, hint: str | None = None) -> object:
-    """Unpickle a dataset from the gzip stream ``handle`` and read that stream to its end.
+def load_dataset_stream(handle: io.BufferedIOBase, source: str, hint: str | None = None) -> object:
+    """Unpickle a dataset from ``handle`` (a gzip stream, or bytes already decompressed) and read it to its end.
 
     Reading past the pickle makes gzip check its CRC and length, so a
     damaged file cannot load with changed pixels. The object is returned
@@ -513,8 +610,12 @@ def read_dataset(path: Path | str, mnist_sizes_by_name: bool = True) -> Dataset:
         has the wrong structure or sizes.
     """
     path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{path} does not exist.\n{fix_hint(path)}")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise DatasetError(f"{path} does not exist.\n{fix_hint(path)}") from None
+    except OSError as exc:  # a symbolic link that loops, a folder on the way that cannot be entered
+        raise DatasetError(describe_os_error(path, exc)) from None
     try:
         with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as handle:
             dataset = load_dataset_stream(handle, str(path))  # gzip's own errors become DatasetError

@@ -26,7 +26,6 @@ tries its URLs before those.
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import io
 import os
@@ -41,9 +40,10 @@ from typing import TextIO
 from deeplearning_tutorial.datasets import (
     IDX_FILES,
     IDX_SHA256,
+    IDX_SIZES,
+    MNIST_NAME,
     Dataset,
     DatasetError,
-    check_gzip_magic,
     check_idx_sha256,
     check_mnist_arrays,
     gunzip,
@@ -51,10 +51,10 @@ from deeplearning_tutorial.datasets import (
     offline_hint,
     parse_idx,
     split_idx_arrays,
+    verified_replacement,
     verify_dataset,
-    write_dataset,
+    write_verified_dataset,
 )
-from deeplearning_tutorial.files import atomic_write
 
 MNIST_URL = "http://www.iro.umontreal.ca/~lisa/deep/data/mnist/mnist.pkl.gz"
 """The canonical ``mnist.pkl.gz`` of the original tutorials."""
@@ -62,10 +62,23 @@ MNIST_URL = "http://www.iro.umontreal.ca/~lisa/deep/data/mnist/mnist.pkl.gz"
 DEFAULT_SOURCES = (
     MNIST_URL,
     "https://ossci-datasets.s3.amazonaws.com/mnist/",  # torchvision's own mirror, its first choice
-    "http://yann.lecun.com/exdb/mnist/",  # the official home, torchvision's second
+    "https://yann.lecun.com/exdb/mnist/",  # the official home, torchvision's second
     "https://storage.googleapis.com/cvdf-datasets/mnist/",  # Google's public dataset bucket
 )
 MIRRORS_ENV = "DEEPLEARNING_TUTORIAL_MNIST_MIRRORS"
+
+MAX_DOWNLOAD_BYTES = {
+    "mnist.pkl.gz": 32 * 2**20,
+    "train-images-idx3-ubyte.gz": 16 * 2**20,
+    "train-labels-idx1-ubyte.gz": 64 * 2**10,
+    "t10k-images-idx3-ubyte.gz": 4 * 2**20,
+    "t10k-labels-idx1-ubyte.gz": 16 * 2**10,
+}
+"""The most bytes a download of each file may bring: at least a third above the size of its
+content gzip'd at the fastest level (the largest a mirror's copy could reasonably be), so that a
+source that never stops sending is cut off, and nothing it sent is kept."""
+MAX_PICKLE_BYTES = 256 * 2**20
+"""The most bytes a downloaded ``mnist.pkl.gz`` may decompress to (MNIST's pickle is about 212 MiB)."""
 
 TIMEOUT_S = 30
 """Seconds to wait for a connection or for the next bytes before giving up on a source."""
@@ -205,25 +218,35 @@ def default_progress() -> Progress:
 # --------------------------------------------------------------------------
 
 
-def fetch(url: str, label: str, progress: Progress) -> bytes:
+def fetch(url: str, label: str, progress: Progress, max_bytes: int) -> bytes:
     """The body of ``url``, complete (as long as its Content-Length says), into memory.
+
+    No more than ``max_bytes`` are accepted: a larger announced length is
+    refused before anything is read, and a body that goes on past it is cut off.
 
     Raises
     ------
     OSError, http.client.HTTPException, ValueError
         The request failed (``urllib.error.HTTPError`` for a 404 and the like).
     DatasetError
-        The connection closed before the announced length.
+        The connection closed before the announced length, or the body is
+        larger than ``max_bytes``.
     """
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
         length = response.headers.get("Content-Length", "")
         total = int(length) if length.isdigit() else None
+        if total is not None and total > max_bytes:
+            raise DatasetError(f"{label}: the server announces {total} bytes, more than the {max_bytes} "
+                               f"that MNIST's file can take; it is something else.")
         body = bytearray()
         progress.start(label, total)
         try:
             while chunk := response.read(1 << 16):
                 body += chunk
+                if len(body) > max_bytes:
+                    raise DatasetError(f"{label}: more than {max_bytes} bytes arrived, more than MNIST's "
+                                       f"file can take; the download was stopped and nothing was kept.")
                 progress.update(len(body))
         finally:
             progress.finish()
@@ -241,10 +264,9 @@ def fetch_pickle(url: str, progress: Progress) -> bytes:
         Not a gzip file, damaged, not a dataset pickle, or not MNIST's arrays.
     """
     name = url.rsplit("/", 1)[-1]
-    data = fetch(url, name, progress)
-    check_gzip_magic(data, name)
-    with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as handle:
-        dataset = load_dataset_stream(handle, name, hint="")
+    data = fetch(url, name, progress, MAX_DOWNLOAD_BYTES[MNIST_NAME])
+    pickled = gunzip(data, name, MAX_PICKLE_BYTES)
+    dataset = load_dataset_stream(io.BytesIO(pickled), name, hint="")
     check_mnist_arrays(verify_dataset(dataset, name, hint=""), name)
     return data
 
@@ -263,10 +285,10 @@ def fetch_idx_mirror(base_url: str, progress: Progress) -> Dataset:
         name = IDX_FILES[key]
         label = f"{name}.gz"
         try:
-            data = fetch(base_url + label, label, progress)
+            data = fetch(base_url + label, label, progress, MAX_DOWNLOAD_BYTES[label])
         except NETWORK_ERRORS as exc:  # say which file: a mirror may lack only one
             raise DatasetError(f"{label}: {describe_failure(exc)}") from exc
-        content = gunzip(data, label)
+        content = gunzip(data, label, IDX_SIZES[name])
         check_idx_sha256(content, name, IDX_SHA256[name], label)
         arrays[key] = parse_idx(content, label)
     dataset = split_idx_arrays(arrays)
@@ -341,11 +363,11 @@ def download_dataset(path: Path | str, sources: Sequence[str] | None = None,
             continue
         try:
             if isinstance(payload, bytes):
-                with atomic_write(path) as out:
+                with verified_replacement(path) as out:
                     out.write(payload)
             else:
                 print(f"  building {path} from the verified IDX files", file=log, flush=True)
-                write_dataset(payload, path)
+                write_verified_dataset(payload, path)
         except OSError as exc:
             raise DatasetError(f"cannot write {path}: {exc.strerror or exc}.") from exc
         print(f"  verified MNIST from {url}, saved to {path}", file=log, flush=True)

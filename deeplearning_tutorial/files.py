@@ -29,14 +29,14 @@ class RunFileError(ValueError):
 
 
 def create_temporary_beside(path: Path) -> tuple[int, str]:
-    """A new, empty file beside ``path`` with a unique name, open for writing: ``(fd, name)``.
+    """A new, empty file beside ``path`` with a unique name, open for writing (and reading back): ``(fd, name)``.
 
     Its mode is what ``open()`` would give (0666 less the umask, applied by the
     kernel: the process's umask is not touched)."""
     while True:
         name = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), name
+            return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), name
         except FileExistsError:
             continue
 
@@ -86,10 +86,15 @@ class RunLock:
     A lock left by a process that no longer exists (killed, crashed) or by
     this very process (an earlier call that raised) is taken over.  A lock
     appears with its pid already in it, so an empty one is a crash's too.
+    ``elsewhere`` ends the message when another run holds a lock: how to run
+    beside it (by default, with a program's options).
     """
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path],
+                 elsewhere: str = "give this run other file names (--checkpoint-file, --best-model-file) "
+                                  "or another folder") -> None:
         self.locks = [path.with_name(path.name + ".lock") for path in paths]
+        self.elsewhere = elsewhere
         self.held: list[Path] = []
 
     def acquire(self) -> None:
@@ -123,8 +128,7 @@ class RunLock:
                 if owner is not None and owner != os.getpid() and _process_exists(owner):
                     raise RunFileError(
                         f"another run (process {owner}) is writing {target}; wait for it to end, or "
-                        f"give this run other file names (--checkpoint-file, --best-model-file) or "
-                        f"another folder. If no such run exists, delete {lock}."
+                        f"{self.elsewhere}. If no such run exists, delete {lock}."
                     ) from None
                 if _take_over(lock):  # stale: its process is gone (or it crashed before writing)
                     return

@@ -5,7 +5,8 @@
     python scripts/prepare_data.py --download --mirror https://mirror.example.com/mnist/
 
 Either way the result is verified against the checksums of the official
-files before it replaces anything. --download tries the --mirror URLs, then
+files, then written to a temporary file that is read back and checked before
+it replaces anything: a verified file is never replaced by an unverified one. --download tries the --mirror URLs, then
 those of $DEEPLEARNING_TUTORIAL_MNIST_MIRRORS (or, when it is unset, the
 canonical URL and the public IDX mirrors), in order. A URL ending in .pkl.gz
 is mnist.pkl.gz itself; any other is a folder holding the four IDX .gz files.
@@ -27,14 +28,20 @@ def existing_output(path: Path, writing_mnist: bool) -> str | None:
     Raises
     ------
     DatasetError
-        ``path`` cannot be replaced safely: a folder, a file this user cannot
-        read (so nobody can tell what it is), or, when MNIST is to be written,
-        a readable dataset that is not MNIST (somebody's own data).
+        ``path`` cannot be replaced safely: a folder, a symbolic link that
+        loops, a file this user cannot read (so nobody can tell what it is),
+        when MNIST is to be written a readable dataset that is not MNIST
+        (somebody's own data), and otherwise the verified MNIST dataset
+        (which unchecked data would replace).
     """
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DatasetError(f"{datasets.describe_os_error(path, exc)} It is left as it is.") from None
     if path.is_dir():
         raise DatasetError(f"--output {path} is a folder; give a file name, such as {path / datasets.MNIST_NAME}.")
-    if not path.exists():
-        return None
     try:
         path.open("rb").close()
     except OSError as exc:
@@ -52,6 +59,12 @@ def existing_output(path: Path, writing_mnist: bool) -> str | None:
                 f"it is not overwritten. Move it away or choose another --output."
             ) from None
         return None
+    if not writing_mnist:
+        raise DatasetError(
+            f"{path} holds the verified MNIST dataset; IDX files read with --no-checksums would replace "
+            f"it with unchecked data. Choose another --output (or, for MNIST's own files, leave out "
+            f"--no-checksums)."
+        )
     return "mnist"
 
 
@@ -87,12 +100,11 @@ def main(argv=None) -> int:
         if args.from_idx:
             dataset = datasets.build_from_idx(args.from_idx, official=official)
             try:
-                datasets.write_dataset(dataset, args.output)
+                datasets.write_verified_dataset(dataset, args.output)  # read back before it replaces anything
             except OSError as exc:
                 raise DatasetError(f"cannot write {args.output}: {exc.strerror or exc}.") from exc
         else:
             download.download_dataset(args.output, download.configured_sources(args.mirror))
-        datasets.read_dataset(args.output)  # the file as written, read back to its end
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
 """Run a tuning study: ``python scripts/tune.py STUDY.toml [--workers N] [--threads-per-trial T]
-[--scheduler ADDRESS] [--out DIR] [--resume]`` (``--help`` for all options)."""
+[--scheduler ADDRESS | --dashboard-address HOST:PORT] [--out DIR] [--resume]`` (``--help`` for all options)."""
 
 import sys
 from pathlib import Path

@@ -367,3 +367,64 @@ def test_atomic_write_names_the_real_file_when_the_write_fails(tmp_path):
     assert error.value.errno == 28 and error.value.filename == str(path)
     assert str(error.value) == f"[Errno 28] No space left on device: '{path}'"
     assert path.read_text() == "earlier" and os.listdir(tmp_path) == ["result.json"]
+
+
+# --------------------------------------------------------------------------
+# A verified file is replaced only by a verified one; hostile IDX headers
+# --------------------------------------------------------------------------
+
+
+def test_a_build_that_fails_verification_leaves_the_earlier_file_untouched(prepare_data, idx_dir, tmp_path,
+                                                                           capsys):
+    other = copy_idx_dir(idx_dir, tmp_path / "idx")
+    (other / "SHA256SUMS.idx").unlink()
+    labels = bytearray(gzip.decompress((other / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    labels[8] = 12  # a label outside 0..9: found only once the dataset is built
+    (other / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
+    x, y = np.zeros((10, 784), np.float32), np.zeros(10, np.int64)
+    earlier = datasets.write_dataset(((x, y), (x, y), (x, y)), tmp_path / "out" / "fashion.pkl.gz")
+    before = earlier.read_bytes()
+    assert prepare_data.main(["--from-idx", str(other), "--no-checksums", "--output", str(earlier)]) == 1
+    assert "test labels are not all in 0..9" in capsys.readouterr().err
+    assert earlier.read_bytes() == before and os.listdir(earlier.parent) == ["fashion.pkl.gz"]
+
+
+def test_unchecked_idx_files_never_replace_a_verified_mnist(prepare_data, idx_dir, mnist_path, tmp_path, capsys):
+    verified = tmp_path / "mnist.pkl.gz"
+    shutil.copy(mnist_path, verified)
+    assert prepare_data.main(["--from-idx", str(idx_dir), "--no-checksums", "--output", str(verified)]) == 1
+    assert "holds the verified MNIST dataset" in capsys.readouterr().err
+    assert verified.read_bytes() == mnist_path.read_bytes() and os.listdir(tmp_path) == ["mnist.pkl.gz"]
+
+
+@pytest.mark.parametrize("header, message", [
+    (struct.pack(">IIII", 2051, 10000, 32, 32) + bytes(10000 * 32 * 32), "32x32 pixels; expected 28x28"),
+    (struct.pack(">IIII", 2051, 60000, 0, 0), "0x0 pixels; expected 28x28"),
+    # 2**16 * 2**24 * 2**24 = 2**64 bytes: zero once wrapped to 64 bits
+    (struct.pack(">IIII", 2051, 2**16, 2**24, 2**24), "announces 18446744073709551632 bytes"),
+    (struct.pack(">IIII", 2051, 2**32 - 1, 28, 28), "is truncated or corrupt"),
+])
+def test_idx_headers_of_the_wrong_size_are_refused_in_one_line(prepare_data, idx_dir, tmp_path, capsys,
+                                                               header, message):
+    other = copy_idx_dir(idx_dir, tmp_path / "idx")
+    (other / "SHA256SUMS.idx").unlink()
+    (other / "train-images-idx3-ubyte.gz").unlink()
+    (other / "train-images-idx3-ubyte").write_bytes(header)
+    assert prepare_data.main(["--from-idx", str(other), "--no-checksums", "--output",
+                              str(tmp_path / "out.pkl.gz")]) == 1
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1 and not (tmp_path / "out.pkl.gz").exists()
+
+
+def test_an_idx_file_larger_than_any_mnist_one_is_not_decompressed(tmp_path):
+    bomb = tmp_path / "train-labels-idx1-ubyte.gz"
+    bomb.write_bytes(gzip.compress(idx_labels(np.zeros(70_000))))
+    with pytest.raises(DatasetError, match="more than the 60008 bytes"):
+        datasets.read_idx_bytes(bomb, datasets.IDX_SIZES["train-labels-idx1-ubyte"])
+
+
+def test_a_symbolic_link_loop_is_reported_as_such(tmp_path):
+    loop = tmp_path / "mnist.pkl.gz"
+    loop.symlink_to(loop)
+    with pytest.raises(DatasetError, match="is a symbolic link that loops"):
+        ensure_dataset(loop)

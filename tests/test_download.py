@@ -7,6 +7,7 @@ official IDX files of ``$MNIST_IDX_DIR``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
 import io
@@ -30,6 +31,14 @@ class Routes(http.server.BaseHTTPRequestHandler):
         route = self.server.routes.get(self.path)
         if route is None:
             self.send_error(404)
+            return
+        if isinstance(route, tuple) and route[0] == "endless":  # no length given, never stops
+            self.send_response(200)
+            self.end_headers()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                while True:
+                    self.wfile.write(route[1])
             return
         cut = isinstance(route, tuple)
         body = route[1] if cut else route
@@ -97,7 +106,7 @@ def test_default_sources_and_their_configuration(monkeypatch):
     assert download.configured_sources() == [
         "http://www.iro.umontreal.ca/~lisa/deep/data/mnist/mnist.pkl.gz",
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "http://yann.lecun.com/exdb/mnist/",
+        "https://yann.lecun.com/exdb/mnist/",
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
     ]
     monkeypatch.setenv(download.MIRRORS_ENV, " https://a.example/mnist/, https://b.example/x.pkl.gz https://a.example/mnist/")
@@ -298,4 +307,27 @@ def test_prepare_data_ctrl_c_says_the_file_is_untouched(prepare_data, server, id
                                 "--output", str(target)])
     assert status == 130
     assert capsys.readouterr().err.endswith(f"interrupted; {target} is as it was before\n")
+    assert listing(tmp_path) == []
+
+
+def test_a_source_that_never_stops_sending_is_cut_off_at_the_size_bound(server, tmp_path):
+    target = tmp_path / "mnist.pkl.gz"
+    target.write_bytes(b"the old file")
+    server.routes["/endless/mnist.pkl.gz"] = ("endless", b"\x1f\x8b" * 2**15)
+    server.routes["/long/train-labels-idx1-ubyte.gz"] = b"\x1f\x8b" * 2**16  # announces 128 KiB
+    log = io.StringIO()
+    with pytest.raises(DatasetError) as error:
+        download.download_dataset(target, [server.url("/endless/mnist.pkl.gz"), server.url("/long/")], log=log)
+    limit = download.MAX_DOWNLOAD_BYTES["mnist.pkl.gz"]
+    assert f"mnist.pkl.gz: more than {limit} bytes arrived" in str(error.value)
+    assert f"train-labels-idx1-ubyte.gz: the server announces 131072 bytes, more than the " \
+           f"{download.MAX_DOWNLOAD_BYTES['train-labels-idx1-ubyte.gz']}" in str(error.value)
+    assert target.read_bytes() == b"the old file" and listing(tmp_path) == ["mnist.pkl.gz"]
+
+
+def test_a_pickle_that_decompresses_past_mnist_s_size_is_refused(server, tmp_path):
+    bomb = gzip.compress(b"\x80\x02" + bytes(download.MAX_PICKLE_BYTES + 2**20))
+    server.routes["/bomb/mnist.pkl.gz"] = bomb
+    with pytest.raises(DatasetError, match=f"decompresses to more than the {download.MAX_PICKLE_BYTES} bytes"):
+        download.download_dataset(tmp_path / "mnist.pkl.gz", [server.url("/bomb/mnist.pkl.gz")], log=io.StringIO())
     assert listing(tmp_path) == []

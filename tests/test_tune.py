@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import REPO, run_python
 from distributed import Client
@@ -267,7 +271,8 @@ def test_a_study_runs_from_the_command_line_with_its_report(tiny_mnist, tmp_path
     completed = run_python(str(REPO / "scripts" / "tune.py"), str(path), "--workers", "1", "--out", "out",
                            cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
-    assert re.search(r"Dask cluster tcp://\S+: 1 workers; dashboard http://\S+", completed.stdout)
+    assert re.search(r"Dask cluster tcp://127\.0\.0\.1:\d+: 1 workers; dashboard http://127\.0\.0\.1:\d+/status\n",
+                     completed.stdout)
     assert "study cli: 1 trial(s) of logistic_sgd, 0 already finished, 1 to run" in completed.stdout
     record = json.loads((tmp_path / "out" / "cli" / "trials.jsonl").read_text())
     assert record["status"] == "done" and record["floatX"] in ("float32", "float64")
@@ -286,3 +291,203 @@ def test_the_progress_bar_counts_a_trial_lost_now_and_not_one_lost_before_a_resu
     bar.finished({"status": "lost"})
     bar.finished({"status": "done", "validation": 0.05})
     assert (bar.done, bar.failed, bar.best) == (1, 2, 0.05)
+
+
+# --------------------------------------------------------------------------
+# Hard inputs: bounds, locks, unwritable outputs, strict JSON, signals
+# --------------------------------------------------------------------------
+
+
+def test_a_grid_too_large_is_refused_before_it_is_expanded(tmp_path):
+    values = ", ".join(str(v) for v in range(1, 1001))
+    message = study_error(tmp_path, HEADER + f"[grid]\nn_epochs = [{values}]\nbatch_size = [{values}]\n"
+                                             f"learning_rate = [{values}]\n")
+    assert message.endswith(f"the study has 1000000000 trials, more than {tune.study.MAX_TRIALS}; "
+                            f"search fewer values, or split it into several studies")
+    message = study_error(tmp_path, HEADER + "[random]\nn_trials = 1000000000\nbatch_size = {int_uniform = [1, 9]}\n")
+    assert f"random.n_trials must be an integer >= 1 and at most {tune.study.MAX_TRIALS}" in message
+
+
+@pytest.mark.parametrize("body, message", [
+    (HEADER + "[grid]\nlearning_rate = [0.1, inf]\n", "grid.learning_rate[1] must be a finite number, got inf"),
+    (HEADER + "[fixed]\nlearning_rate = nan\n[grid]\nbatch_size = [1]\n", "fixed.learning_rate must be a finite"),
+    ('name = "x"\nprogram = "lenet5"\n[grid]\nsummary = [true]\n',
+     "[grid] 'summary' only prints the table of layers and trains nothing"),
+])
+def test_values_no_trial_can_use_are_refused(tmp_path, body, message):
+    assert message in study_error(tmp_path, body)
+
+
+def test_a_study_file_that_cannot_be_read_is_refused_in_one_line(tmp_path):
+    with pytest.raises(tune.StudyError, match=f"^{tmp_path} is a folder, not a study file"):
+        tune.load_study(tmp_path)
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(HEADER.encode() + b"# \xe9t\xe9\n[grid]\nbatch_size = [1]\n")
+    with pytest.raises(tune.StudyError, match="is not UTF-8 text .* save it as UTF-8"):
+        tune.load_study(latin1)
+    loop = tmp_path / "loop.toml"
+    loop.symlink_to(loop)
+    with pytest.raises(tune.StudyError, match="is a symbolic link that loops"):
+        tune.load_study(loop)
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(HEADER.encode() + b"#" * tune.study.MAX_STUDY_BYTES)
+    with pytest.raises(tune.StudyError, match=f"more than {tune.study.MAX_STUDY_BYTES} bytes"):
+        tune.load_study(huge)
+
+
+def test_an_unreadable_study_file_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "s.toml"
+    path.write_text(HEADER + "[grid]\nbatch_size = [1]\n")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(tune.StudyError, match=f"^cannot read {path}: permission denied"):
+        tune.load_study(path)
+
+
+def quick_study(tmp_path: Path, name: str = "q") -> Path:
+    return write_study(tmp_path, Path("data/x.pkl.gz"), name, "learning_rate = [0.1]")
+
+
+def refused(argv: list, capsys) -> str:
+    """Run tune.main, which must stop with status 2 before any cluster starts; its one-line error."""
+    started = time.monotonic()
+    assert tune.main(argv) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 10 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_cluster_starts(tmp_path, capsys, monkeypatch):
+    study = quick_study(tmp_path)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert f"cannot create {a_file / 'q' / 'logs'}: not a directory" in refused(
+        [str(study), "--out", str(a_file)], capsys)
+
+    def read_only(path):
+        raise PermissionError(13, "Permission denied")
+    with monkeypatch.context() as patch:  # what root, who may write anywhere, cannot see otherwise
+        patch.setattr(tune.cluster, "create_temporary_beside", read_only)
+        assert f"cannot write in {tmp_path / 'out' / 'q'}: permission denied" in refused(
+            [str(study), "--out", str(tmp_path / "out")], capsys)
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    err = refused([str(study), "--out", str(tmp_path / "out")], capsys)
+    assert f"cannot write in {tmp_path / 'out' / 'q'}: no space left on device" in err
+    assert sorted(p.name for p in (tmp_path / "out" / "q").iterdir()) == ["logs"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes whatever the folder's mode")
+def test_a_read_only_out_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir(mode=0o555)
+    assert "permission denied" in refused([str(quick_study(tmp_path)), "--out", str(out)], capsys)
+
+
+def test_a_second_tune_on_the_same_study_and_out_is_refused(tmp_path, capsys):
+    study = quick_study(tmp_path)
+    (tmp_path / "out" / "q").mkdir(parents=True)
+    with subprocess.Popen(["sleep", "60"]) as other:  # a live process that holds the study
+        (tmp_path / "out" / "q" / "trials.jsonl.lock").write_text(str(other.pid))
+        try:
+            err = refused([str(study), "--out", str(tmp_path / "out")], capsys)
+        finally:
+            other.kill()
+    assert f"another run (process {other.pid}) is writing {tmp_path / 'out' / 'q' / 'trials.jsonl'}" in err
+    assert "another --out" in err and "--checkpoint-file" not in err
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"status": "done"}', "line 2 is not a trial record (it has no 'id')"),
+    ('{"id": "abc", "status": "done", "searched": {}}', "line 2 is not a trial record (it has no 'validation')"),
+    ('[' * 200_000 + ']' * 200_000, "line 2 is not JSON"),
+    ('{"id": "abc", "status": "done", "validation": Infinity}', "line 2 is not JSON"),
+])
+def test_a_damaged_trials_file_is_refused_on_resume(tmp_path, capsys, line, message):
+    study = quick_study(tmp_path)
+    folder = tmp_path / "out" / "q"
+    folder.mkdir(parents=True)
+    good = {"id": "x", "status": "failed", "reason": "r", "params": {}, "searched": {"learning_rate": 0.1}}
+    (folder / "trials.jsonl").write_text(json.dumps(good) + "\n" + line + "\n")
+    err = refused([str(study), "--out", str(tmp_path / "out"), "--resume"], capsys)
+    assert f"{folder / 'trials.jsonl'}, {message}" in err and "fix or remove that line" in err
+
+
+def test_an_unreachable_scheduler_fails_fast(tmp_path, capsys):
+    err = refused([str(quick_study(tmp_path)), "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path)], capsys)
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in err
+
+
+@pytest.mark.parametrize("option", [["--workers", "0"], ["--threads-per-trial", "0"], ["--retries", "-1"]])
+def test_impossible_counts_are_refused(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_status:
+        tune.main([str(quick_study(tmp_path)), *option])
+    assert exit_status.value.code == 2
+    assert f"argument {option[0]}: must be an integer >= {int(option[0] != '--retries')}, got {option[1]}" \
+        in capsys.readouterr().err
+
+
+def test_trials_file_is_strict_json_and_reads_back_non_finite_numbers(tmp_path):
+    trials = tune.TrialsFile(tmp_path / "trials.jsonl")
+    record = {"id": "a", "status": "done", "params": {}, "searched": {}, "validation": math.inf, "test": math.nan,
+              "best_iteration": 1, "epochs": 1, "seconds": 1.0,
+              "history": [{"iteration": 1, "validation": -math.inf, "test": None}]}
+    trials.append(record)
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+    json.loads((tmp_path / "trials.jsonl").read_text(), parse_constant=refuse)
+    back = tune.TrialsFile(tmp_path / "trials.jsonl").records()["a"]
+    assert back["validation"] == math.inf and math.isnan(back["test"])
+    assert back["history"] == [{"iteration": 1, "validation": -math.inf, "test": None}]
+
+
+def test_the_dashboard_listens_on_localhost_only_and_its_link_is_the_real_address():
+    with tune.local_cluster(1, 1, retries=0) as cluster, Client(cluster) as dask_client:
+        host, port = cluster.scheduler.http_server.address, cluster.scheduler.http_server.port
+        assert host == "127.0.0.1"
+        assert tune.cluster.dashboard_link(dask_client) == f"http://127.0.0.1:{port}/status"
+        # nothing of the cluster (scheduler, nannies, workers, their HTTP servers) listens beyond this machine
+        processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        listening = {c.laddr for p in processes for c in p.net_connections(kind="inet") if c.status == "LISTEN"}
+        assert ("127.0.0.1", port) in listening and {address.ip for address in listening} == {"127.0.0.1"}
+    with tune.local_cluster(1, 1, retries=0, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as dask_client:
+        port = cluster.scheduler.http_server.port
+        assert port != 0 and tune.cluster.dashboard_link(dask_client) == f"http://127.0.0.1:{port}/status"
+
+
+def test_a_trial_no_better_than_chance_is_flagged_as_diverged(small_mnist):
+    # the tutorial's MLP at a learning rate of 100: its cost stays finite, its error ends at 89.4 %,
+    # where always answering the most frequent label of these 500 validation images gives 89.2 %
+    record = tune.run_trial({"program": "mlp", "arguments": {"dataset": str(small_mnist), "n_epochs": 1,
+                                                             "batch_size": 100, "learning_rate": 100.0},
+                             "floatX": "float32", "threads": 1, "log_path": None})
+    assert record["status"] == "failed" and record["reason"].startswith("diverged: its best validation error")
+    assert record["chance"] == pytest.approx(89.2) and record["validation"] == pytest.approx(89.4)
+    ranked = tune.summary_markdown(tune.load_study(REPO / "studies" / "logistic_sgd_lr_batch.toml"),
+                                   [{**record, "id": "d", "params": {}, "searched": {"learning_rate": 100.0}}])
+    assert "**Best**" not in ranked and "learning_rate=100.0: failed: diverged" in ranked
+
+
+def test_sigterm_stops_a_study_like_ctrl_c(tiny_mnist, tmp_path):
+    path = write_study(tmp_path, tiny_mnist, "term", "n_epochs = [1, 1000]")
+    process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "tune.py"), str(path), "--workers", "2",
+                                "--out", "out"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = tmp_path / "out" / "term"
+    deadline = time.monotonic() + 300
+    while not ((folder / "trials.jsonl").exists() and list((folder / "logs").glob("*.running.log"))):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Interrupted: the finished trials are in" in err and "Traceback" not in err
+    assert len((folder / "trials.jsonl").read_text().splitlines()) == 1
+    assert [p.name for p in (folder / "logs").iterdir() if p.name.endswith(".running.log")] == []
+    assert (folder / "summary.md").exists()

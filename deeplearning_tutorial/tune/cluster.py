@@ -14,10 +14,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from deeplearning_tutorial.files import atomic_write
+from deeplearning_tutorial.files import RunLock, atomic_write, create_temporary_beside
 from deeplearning_tutorial.training import StatusLine, format_hms
-from deeplearning_tutorial.tune.study import Study, Trial, describe_arguments, expand_trials
+from deeplearning_tutorial.tune.study import Study, StudyError, Trial, describe_arguments, expand_trials
 from deeplearning_tutorial.tune.worker import run_trial
+
+DASHBOARD_ADDRESS = "127.0.0.1:8787"
+"""Where a local cluster's dashboard listens: this machine only (another host cannot see it)."""
 
 # --------------------------------------------------------------------------
 # The cluster and the client side
@@ -41,7 +44,8 @@ def worker_environment(threads_per_trial: int) -> dict[str, str]:
             ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1, dashboard: bool = True):
+def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1, dashboard: bool = True,
+                  dashboard_address: str = DASHBOARD_ADDRESS):
     """A Dask ``LocalCluster`` for a study: ``workers`` processes, one trial each at a time.
 
     Parameters
@@ -55,6 +59,11 @@ def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1,
         it is recorded as lost (Dask's ``allowed-failures``).
     dashboard : bool
         Serve Dask's dashboard (live task stream, worker CPU and memory).
+    dashboard_address : str
+        ``host:port`` it listens on: by default 127.0.0.1, this machine
+        only; ``0.0.0.0:8787`` would open it (and the addresses of the
+        scheduler and workers it shows) to the whole network.  When the port
+        is taken, Dask picks a free one (see :func:`dashboard_link`).
 
     Returns
     -------
@@ -76,7 +85,61 @@ def local_cluster(workers: int, threads_per_trial: int = 1, *, retries: int = 1,
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                             worker_class=_environment_keeping_nanny(), env=worker_environment(threads_per_trial),
                             preload=[run_trial.__module__],  # the worker module: its dask_setup
-                            dashboard_address=":8787" if dashboard else None)
+                            dashboard_address=dashboard_address if dashboard else None)
+
+
+def connect(address: str):
+    """A ``distributed.Client`` of the running cluster whose scheduler is at ``address``.
+
+    A TCP address is tried first with a plain connection, so that a wrong
+    one fails at once (Dask itself would retry for half a minute).
+
+    Raises
+    ------
+    ValueError
+        When nothing answers at ``address``, or it is not an address.
+    """
+    import socket
+
+    from distributed import Client
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    def unreachable(reason: str) -> ValueError:
+        return ValueError(f"cannot reach the Dask scheduler at {address} ({reason}); start it "
+                          f"(`dask scheduler`) or check the address, e.g. tcp://host:8786")
+    try:
+        scheme, location = parse_address(address)
+        if scheme == "tcp":
+            socket.create_connection(parse_host_port(location, default_port=8786), timeout=5).close()
+        return Client(address, timeout=30)
+    except OSError as exc:  # refused, no route, timed out (TimeoutError is an OSError)
+        raise unreachable(_reason(exc)) from None
+    except ValueError as exc:
+        raise unreachable(f"not an address: {exc}") from None
+
+
+def dashboard_link(client) -> str | None:
+    """A link to the dashboard at the address its scheduler's server really listens on.
+
+    Dask's own ``Client.dashboard_link`` names the scheduler's host, which
+    is not where the dashboard listens when the two differ, nor its port
+    when the one asked for was taken.
+
+    Returns
+    -------
+    str or None
+        ``http://host:port/status``, or None when the scheduler serves no dashboard.
+    """
+    def bound_address(dask_scheduler):
+        server = dask_scheduler.services.get("dashboard")
+        return None if server is None else (server.address, server.port)
+
+    found = client.run_on_scheduler(bound_address)
+    if found is None:
+        return None
+    host, port = found
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/status"
 
 
 @functools.cache
@@ -133,6 +196,12 @@ def _environment_keeping_nanny() -> type:
 
 
 FINISHED = ("done", "failed")  # what --resume does not run again; "lost" trials it does
+# what a record of each status holds beyond its id, status and searched arguments
+RECORD_FIELDS = {"done": ("validation", "test", "best_iteration", "epochs", "seconds", "history"),
+                 "failed": ("reason",), "lost": ("reason",)}
+# the numbers of a record that may be infinite or NaN: such values are written as these strings
+NUMBER_FIELDS = ("validation", "test", "chance", "seconds", "train_seconds")
+NON_FINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
 
 
 @dataclasses.dataclass
@@ -149,7 +218,9 @@ class TrialsFile:
     """``trials.jsonl``: one JSON object per finished trial, the whole file replaced atomically.
 
     A trial run again (after it was lost) gets a new line; the last line of
-    an id is its current record.
+    an id is its current record.  The file is strict JSON: an infinite or
+    NaN number is written as the string ``"Infinity"``, ``"-Infinity"`` or
+    ``"NaN"`` and read back as that number.
     """
 
     def __init__(self, path: Path) -> None:
@@ -162,23 +233,156 @@ class TrialsFile:
         Raises
         ------
         ValueError
-            When a line is not JSON, naming the line.
+            When a line is not strict JSON or not a trial record, naming the line.
         """
         latest = {}
         for number, line in enumerate(self.lines, 1):
+            fail = functools.partial(self._line_error, number)
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{self.path}, line {number} is not JSON ({exc}); "
-                                 f"fix or remove that line") from None
-            latest[record["id"]] = record
+                record = json.loads(line, parse_constant=_not_json)
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+                raise fail(f"is not JSON ({reason})") from None
+            if not isinstance(record, dict):
+                raise fail("is not a trial record (not a JSON object)")
+            if record.get("status") not in RECORD_FIELDS:
+                raise fail(f"is not a trial record (its status {record.get('status')!r} is none of "
+                           f"{', '.join(RECORD_FIELDS)})")
+            for field in ("id", "searched", *RECORD_FIELDS[record["status"]]):
+                if field not in record:
+                    raise fail(f"is not a trial record (it has no {field!r})")
+            latest[str(record["id"])] = _numbers_read_back(record)
         return latest
+
+    def _line_error(self, number: int, problem: str) -> ValueError:
+        return ValueError(f"{self.path}, line {number} {problem}; fix or remove that line")
 
     def append(self, record: dict) -> None:
         """Add ``record`` as a new line and write the whole file again, atomically."""
-        self.lines.append(json.dumps(record, sort_keys=False))
+        self.lines.append(json.dumps(_finite(record), sort_keys=False, allow_nan=False))
         with atomic_write(self.path, "w") as handle:
             handle.write("\n".join(self.lines) + "\n")
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every infinite or NaN float replaced by its name in :data:`NON_FINITE`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _numbers_read_back(record: dict) -> dict:
+    """``record`` with the names of :data:`NON_FINITE` in its number fields made numbers again."""
+    def number(value: Any) -> Any:
+        return NON_FINITE.get(value, value) if isinstance(value, str) else value
+
+    record = {key: number(value) if key in NUMBER_FIELDS else value for key, value in record.items()}
+    if isinstance(record.get("history"), list):
+        record["history"] = [{key: number(value) if key in NUMBER_FIELDS else value for key, value in entry.items()}
+                             if isinstance(entry, dict) else entry for entry in record["history"]]
+    return record
+
+
+class StudyFolder:
+    """``OUT/<name>/``, where a study's results go, held by one process while it is open.
+
+    Opening it (``with StudyFolder(...) as folder``), before any cluster
+    starts, checks everything the study will write: the folder and its
+    ``logs/`` can be created, a file can be written there (a few kilobytes,
+    synced to disk, then removed: a full disk is found now, not after the
+    first trial), no other process holds it (a
+    :class:`~deeplearning_tutorial.files.RunLock` on ``trials.jsonl``,
+    so that two studies never mix), and an existing ``trials.jsonl`` is
+    continued only when ``resume`` is true and every line of it is a trial
+    record.
+
+    Attributes
+    ----------
+    path : Path
+        ``OUT/<name>``.
+    trials : TrialsFile
+    records : dict
+        The current record of each trial id already in ``trials.jsonl``.
+
+    Raises
+    ------
+    StudyError
+        When the folder cannot be created or written in.
+    RunFileError
+        When another process holds it.
+    FileExistsError
+        When it has trials and ``resume`` is false.
+    ValueError
+        When ``trials.jsonl`` cannot be read or a line of it is not a trial record.
+    """
+
+    def __init__(self, study: Study, out_dir: Path | str, *, resume: bool) -> None:
+        self.path = Path(out_dir) / study.name
+        self.resume = resume
+        self.trials: TrialsFile  # read once the folder is held
+        self.records: dict[str, dict] = {}
+        self._lock = RunLock([self.path / "trials.jsonl"], elsewhere="give this study another --out")
+
+    def __enter__(self) -> StudyFolder:
+        logs = self.path / "logs"
+        try:
+            logs.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyError(f"cannot create {logs}: {_reason(exc)}; give --out a folder you can write to") from None
+        _check_writable(self.path)
+        self._lock.acquire()
+        try:
+            path = self.path / "trials.jsonl"
+            try:
+                self.trials = TrialsFile(path)
+            except OSError as exc:
+                raise ValueError(f"cannot read {path}: {_reason(exc)}") from None
+            except UnicodeDecodeError:
+                raise ValueError(f"{path} is not UTF-8 text, so not a trials file; move it away") from None
+            if self.trials.lines and not self.resume:
+                raise FileExistsError(f"{self.trials.path} already has {len(self.trials.lines)} trial(s); "
+                                      f"continue it with --resume, or choose another --out or study name")
+            self.records = self.trials.records()
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._lock.release()
+
+    def running_log(self, trial: Trial) -> Path:
+        """Where a running trial's output goes live."""
+        return self.path / "logs" / f"{trial.id}.running.log"
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError's reason in the words of a sentence ("permission denied")."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return reason[:1].lower() + reason[1:]
+
+
+def _check_writable(folder: Path) -> None:
+    """Write a few kilobytes in ``folder`` and sync them (so that a full disk shows), then remove them."""
+    try:
+        fd, name = create_temporary_beside(folder / "trials.jsonl")
+        try:
+            os.write(fd, b"\n" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as exc:
+        raise StudyError(f"cannot write in {folder}: {_reason(exc)}; free some space or give --out a folder "
+                         f"you can write to") from None
 
 
 def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: int = 1,
@@ -191,7 +395,7 @@ def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: i
     client : distributed.Client
         Connected to the cluster the trials run on.
     out_dir : Path or str
-        The study's results go to ``out_dir/<name>/``.
+        The study's results go to ``out_dir/<name>/`` (see :class:`StudyFolder`).
     threads_per_trial : int
         Numba threads each trial uses (the workers must allow that many).
     resume : bool
@@ -209,20 +413,19 @@ def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: i
 
     Raises
     ------
-    FileExistsError
-        When the study folder has trials and ``resume`` is false.
-    ValueError
-        When a line of an existing ``trials.jsonl`` is not JSON.
+    StudyError, RunFileError, FileExistsError, ValueError
+        As :class:`StudyFolder` does, before any trial is submitted.
     """
+    with StudyFolder(study, out_dir, resume=resume) as folder:
+        return run_trials(study, client, folder, threads_per_trial=threads_per_trial, progress=progress)
+
+
+def run_trials(study: Study, client, folder: StudyFolder, *, threads_per_trial: int = 1,
+               progress: bool | None = None) -> StudyOutcome:
+    """:func:`run_study` in a study folder already open (and held)."""
     from distributed import wait
 
-    folder = Path(out_dir) / study.name
-    trials_file = TrialsFile(folder / "trials.jsonl")
-    if trials_file.lines and not resume:
-        raise FileExistsError(f"{trials_file.path} already has {len(trials_file.lines)} trial(s); "
-                              f"continue it with --resume, or choose another --out or study name")
-    (folder / "logs").mkdir(parents=True, exist_ok=True)
-    records = trials_file.records()
+    records = dict(folder.records)
     trials = expand_trials(study)
     todo = [trial for trial in trials if records.get(trial.id, {}).get("status") not in FINISHED]
     print(f"study {study.name}: {len(trials)} trial(s) of {study.program.name}, "
@@ -240,8 +443,7 @@ def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: i
             while waiting and len(pending) < max(slots, 1):
                 trial = waiting.pop(0)
                 spec = {"program": study.program.name, "arguments": trial.arguments, "floatX": study.floatX,
-                        "threads": threads_per_trial,
-                        "log_path": str((folder / "logs" / f"{trial.id}.running.log").resolve())}
+                        "threads": threads_per_trial, "log_path": str(folder.running_log(trial).resolve())}
                 future = client.submit(run_trial, spec, key=f"trial-{trial.id}-{uuid.uuid4().hex[:8]}",
                                        pure=False)
                 futures[future] = trial
@@ -254,7 +456,7 @@ def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: i
             for future in finished:
                 trial = futures.pop(future)
                 record, line = _record(trial, future, folder)
-                trials_file.append(record)
+                folder.trials.append(record)
                 records[trial.id] = record
                 bar.close()
                 print(line, flush=True)
@@ -262,13 +464,15 @@ def run_study(study: Study, client, out_dir: Path | str, *, threads_per_trial: i
     except KeyboardInterrupt:
         interrupted = True
         client.cancel(list(pending))
+        for future in pending:  # their output is lost with them: no log is left half-written
+            folder.running_log(futures[future]).unlink(missing_ok=True)
     finally:
         bar.close()
     return StudyOutcome({t.id: records[t.id] for t in trials if t.id in records},
                         ran=bar.new, interrupted=interrupted)
 
 
-def _record(trial: Trial, future, folder: Path) -> tuple[dict, str]:
+def _record(trial: Trial, future, folder: StudyFolder) -> tuple[dict, str]:
     """A trial's line of ``trials.jsonl`` (its log written beside it) and a line to print."""
     record = {"id": trial.id, "params": trial.arguments, "searched": trial.searched}
     try:
@@ -276,11 +480,11 @@ def _record(trial: Trial, future, folder: Path) -> tuple[dict, str]:
     except Exception as exc:  # the worker died (KilledWorker) or the task could not run there
         record.update(status="lost", reason=f"{type(exc).__name__}: {exc}")
     else:
-        log_path = folder / "logs" / f"{trial.id}.log"
+        log_path = folder.path / "logs" / f"{trial.id}.log"
         with atomic_write(log_path, "w") as handle:
             handle.write(result.pop("log"))
-        (folder / "logs" / f"{trial.id}.running.log").unlink(missing_ok=True)
-        record.update(status=result.pop("status"), **result, log=str(log_path.relative_to(folder)))
+        folder.running_log(trial).unlink(missing_ok=True)
+        record.update(status=result.pop("status"), **result, log=str(log_path.relative_to(folder.path)))
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     line = f"trial {trial.id} {record['status']}"
     if record["status"] == "done":

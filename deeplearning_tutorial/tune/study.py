@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import itertools
 import json
@@ -15,13 +16,22 @@ from typing import Any
 
 from deeplearning_tutorial.programs import PROGRAMS, Program
 
+# Arguments that make a call train nothing, so that no trial could be ranked: why, for the message.
+NOT_TRAINING = {"summary": "only prints the table of layers and trains nothing; a study cannot rank it"}
+
+MAX_TRIALS = 10_000
+"""The most trials a study may have: a grid is counted, not expanded, when its file is read."""
+MAX_STUDY_BYTES = 2**20
+"""The largest study file read."""
+
+
 # --------------------------------------------------------------------------
 # The study file
 # --------------------------------------------------------------------------
 
 
 class StudyError(ValueError):
-    """A study file that cannot be run, with what to change."""
+    """A study that cannot be run (its file, or the folder its results go to), with what to change."""
 
 
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
@@ -78,14 +88,32 @@ def load_study(path: Path | str, base_dir: Path | str | None = None) -> Study:
     Raises
     ------
     StudyError
-        For a file that is not TOML, an unknown program, key or argument, a
-        value of the wrong type, an empty grid or an invalid distribution.
+        For a file that cannot be read (missing, a folder, a symbolic link
+        that loops, no permission, larger than :data:`MAX_STUDY_BYTES`, not
+        UTF-8) or is not TOML, and for what :func:`parse_study` refuses.
     """
     path = Path(path)
     try:
-        document = tomllib.loads(path.read_text())
+        with path.open("rb") as handle:
+            content = handle.read(MAX_STUDY_BYTES + 1)
     except FileNotFoundError:
         raise StudyError(f"no study file {path}") from None
+    except IsADirectoryError:
+        raise StudyError(f"{path} is a folder, not a study file; give the path of a .toml file") from None
+    except PermissionError:
+        raise StudyError(f"cannot read {path}: permission denied; make it readable (chmod u+r {path})") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StudyError(f"{path} is a symbolic link that loops; point it at the study file "
+                             f"(see `ls -l {path}`)") from None
+        raise StudyError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(content) > MAX_STUDY_BYTES:
+        raise StudyError(f"{path} has more than {MAX_STUDY_BYTES} bytes; a study file is a few lines of TOML")
+    try:
+        document = tomllib.loads(content.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path} is not UTF-8 text (byte {exc.start} is {content[exc.start]:#04x}); "
+                         f"save it as UTF-8, as TOML requires") from None
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{path} is not valid TOML: {exc}") from None
     return parse_study(document, source=str(path), base_dir=base_dir)
@@ -115,8 +143,9 @@ def parse_study(document: dict, source: str = "study", base_dir: Path | str | No
         ``include_default``, a ``[fixed]``, ``[grid]`` or ``[random]`` that
         is not a table, both or neither of ``[grid]`` and ``[random]``, an
         argument both fixed and searched, a value of the wrong type, an
-        empty grid, an invalid distribution or ``n_trials``/``seed``, or a
-        program whose module is not installed.
+        empty grid, an invalid distribution or ``n_trials``/``seed``, more
+        than :data:`MAX_TRIALS` trials, or a program whose module is not
+        installed.
     """
     def fail(message: str) -> StudyError:
         return StudyError(f"{source}: {message}")
@@ -168,18 +197,25 @@ def parse_study(document: dict, source: str = "study", base_dir: Path | str | No
                   include_default=include_default)
     if "grid" in document:
         study.grid = [_checked_grid(grid, defaults, fail) for grid in grids or [{}]]
+        n_trials = sum(math.prod(len(values) for values in grid.values()) for grid in study.grid)
+        if n_trials > MAX_TRIALS:
+            raise fail(f"the study has {n_trials} trials, more than {MAX_TRIALS}; search fewer values, "
+                       f"or split it into several studies")
     else:
         study.n_trials = random_options.get("n_trials")  # type: ignore[assignment]  # checked just below
         study.seed = random_options.get("seed", 0)  # type: ignore[assignment]
-        for option, value in (("n_trials", study.n_trials), ("seed", study.seed)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (option == "n_trials"):
-                raise fail(f"random.{option} must be an integer >= {int(option == 'n_trials')}, "
-                           f"got {value!r}")
+        for option, value, high in (("n_trials", study.n_trials, MAX_TRIALS), ("seed", study.seed, None)):
+            low = int(option == "n_trials")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+                raise fail(f"random.{option} must be an integer >= {low}"
+                           + (f" and at most {high}" if high else "") + f", got {value!r}")
         study.random = _checked_random(tables["random"], defaults, fail)
     return study
 
 
 def _check_argument_name(argument, defaults, program, where, fail) -> None:
+    if argument in NOT_TRAINING:
+        raise fail(f"{where} {argument!r} {NOT_TRAINING[argument]}")
     if argument not in defaults:
         raise fail(f"{where} {argument!r} is not an argument of {program.qualified_name}; "
                    f"it takes {sorted(defaults)}")
@@ -197,6 +233,8 @@ def _checked_value(value: Any, default: Any, where: str, fail) -> Any:
             return value
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise fail(f"{where} must be a finite number, got {value}")
             return float(value)
     elif isinstance(default, str):
         if isinstance(value, str):

@@ -4,6 +4,7 @@ logged, its result read from the patience loop's state; and the worker's set-up 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import signal
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from deeplearning_tutorial.programs import PROGRAMS
+from deeplearning_tutorial.programs import PROGRAMS, Program
 from deeplearning_tutorial.training import run_record
 
 # --------------------------------------------------------------------------
@@ -37,7 +38,9 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     what it prints goes to the log, written live to ``spec["log_path"]``
     when that folder is visible from this machine, and returned in any case.
     A trial that raises (a diverging cost, impossible arguments) is a
-    ``"failed"`` record with the reason; the study goes on.
+    ``"failed"`` record with the reason; the study goes on.  So is one that
+    ends no better than chance (:func:`chance_error`): its training diverged
+    even if its cost stayed finite, and it keeps its numbers.
 
     Parameters
     ----------
@@ -48,8 +51,8 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     -------
     dict
         ``status`` ("done" or "failed"), the numbers of
-        :func:`~deeplearning_tutorial.training.run_record`
-        or ``reason``, ``seconds`` (the call's wall time), ``floatX``,
+        :func:`~deeplearning_tutorial.training.run_record` and ``chance``
+        (percent), or ``reason``, ``seconds`` (the call's wall time), ``floatX``,
         ``threads``, ``host``, ``pid``, ``log`` (the printed text).
     """
     program = PROGRAMS[spec["program"]]
@@ -66,7 +69,16 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
             with pytensor.config.change_flags(**flags):
                 record["floatX"] = pytensor.config.floatX
                 state = program.function(**spec["arguments"])
-            record.update(status="done", **run_record(state))
+            result = run_record(state)
+            result["chance"] = chance_error(program, spec["arguments"])
+            if result["validation"] is not None and result["validation"] < result["chance"]:
+                record.update(status="done", **result)
+            else:
+                validation = "none" if result["validation"] is None else f"{result['validation']:.2f} %"
+                record.update(status="failed", **result,
+                              reason=f"diverged: its best validation error, {validation}, is no "
+                                     f"better than chance ({result['chance']:.2f} %, the most frequent label "
+                                     f"always)")
         except Exception as exc:
             traceback.print_exc()
             record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
@@ -74,6 +86,32 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
         log.flush()
         record["log"] = log.getvalue()
     return record
+
+
+def chance_error(program: Program, arguments: dict[str, Any]) -> float:
+    """The validation error, in percent, of answering the most frequent label of the validation set every time.
+
+    A trial whose best validation error is no lower has learned nothing:
+    its training diverged (at a learning rate of 1e6, the MLP's cost stays
+    finite while its error stays near 89 %, which is chance on MNIST).
+    """
+    from deeplearning_tutorial.mnist import resolve_dataset_path
+
+    dataset = arguments.get(program.dataset_argument, program.defaults()[program.dataset_argument])
+    path = resolve_dataset_path(dataset).resolve()  # the trial has just loaded it: it is there
+    status = path.stat()
+    return _chance_error(str(path), status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _chance_error(path: str, mtime_ns: int, size: int) -> float:
+    """:func:`chance_error` of the dataset file ``path``, read once per worker process while it is unchanged."""
+    import numpy as np
+
+    from deeplearning_tutorial.datasets import read_dataset
+
+    _, (_, labels), _ = read_dataset(path)
+    return 100.0 * (1.0 - np.bincount(labels).max() / len(labels))
 
 
 class _Tee(io.StringIO):
