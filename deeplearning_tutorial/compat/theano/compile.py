@@ -73,6 +73,8 @@ class FunctionWithDefaults:
         return self.function(*values)
 
     def __getattr__(self, name):
+        if name == "function":  # not yet set (while unpickling)
+            raise AttributeError(name)
         return getattr(self.function, name)
 
 
