@@ -26,8 +26,9 @@ How it works:
   did: ``z * 2**-31`` in float64; in float32, ``z`` rounded to float32, times
   the float32 constant ``4.6566126e-10``.
 
-The generator runs in NumPy (vectorised over streams) in the Ops' ``perform``,
-and as a Numba loop in the default NUMBA mode (``link/numba/dispatch.py``).
+The generator runs in NumPy (vectorised over streams) in the Ops' ``perform``
+(the C VM and Python modes), as a Numba loop in the default NUMBA mode and in
+uint32 JAX operations in the JAX mode (``deeplearning_tutorial.ops.link``).
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ def guess_n_streams(size):
     """Theano's number of streams for a draw of ``size``.
 
     A tuple or list of Python ints: their product, divided by 6 (integer
-    division) when above 6, at most 15360.  Anything else (a symbolic shape,
-    NumPy integers): 15360.
+    division) when above 6, at most 15360 (and at least 1, for an empty
+    draw).  Anything else (a symbolic shape, NumPy integers): 15360.
     """
     if isinstance(size, tuple | list) and all(isinstance(i, int) for i in size):
         r = math.prod(size)
@@ -119,7 +120,8 @@ def guess_n_streams(size):
 
 
 # ----------------------------------------------------------------------------
-# The generator in NumPy (perform) and Numba (the NUMBA mode and perform's hot loop)
+# The generator in NumPy (the Ops' perform) and Numba (the NUMBA mode; the Box-Muller
+# transform in every mode, for the C library's log, cos and sin)
 # ----------------------------------------------------------------------------
 
 

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from test_ops import JAX
 
 from deeplearning_tutorial import rng_mrg
 from deeplearning_tutorial.rng_mrg import MRG_RandomStreams
 
-MODES = ["NUMBA", "CVM", "FAST_COMPILE"]
+# the modes whose numbers are Theano's bit for bit; JAX's normal values use XLA's log/cos/sin
+EXACT_MODES = ["NUMBA", "CVM", "FAST_COMPILE"]
+MODES = [*EXACT_MODES, JAX]
 
 # ----------------------------------------------------------------------------
 # The reference: Python ints, one stream and one number at a time
@@ -245,7 +249,7 @@ def glibc_box_muller(u, dtype):
                     dtype=dtype)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", EXACT_MODES)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_normal_is_box_muller_of_one_even_uniform_draw(dtype, mode):
     srng = MRG_RandomStreams(12345)
@@ -261,6 +265,23 @@ def test_normal_is_box_muller_of_one_even_uniform_draw(dtype, mode):
         t = np.dtype(dtype).type
         expected_second = t(2.0) + t(3.0) * glibc_box_muller(ref_draw(states[1], 4, dtype), dtype)
         np.testing.assert_array_equal(got_second, expected_second)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_jax_normal_is_close_and_needs_sizes_before_run_time():
+    u = MRG_RandomStreams(12345).normal(size=(3, 5))
+    states = RefStreams(12345).new_set(15360)
+    f = pytensor.function([], u, mode="JAX")
+    for _ in range(2):
+        expected = glibc_box_muller(ref_draw(states, 16, "float64"), "float64")[:15].reshape(3, 5)
+        np.testing.assert_allclose(f(), expected, rtol=1e-14)
+    n = pt.lscalar("n")  # an input scalar is known when JAX compiles (once per value)
+    h = pytensor.function([n], MRG_RandomStreams(1).uniform(size=(n, 2)), mode="JAX")
+    np.testing.assert_array_equal(h(3), ref_draw(RefStreams(1).new_set(15360), 6, "float64").reshape(3, 2))
+    v = pt.lvector("v")  # a size computed from an input's values is not
+    h = pytensor.function([v], MRG_RandomStreams(1).uniform(size=(v.sum(),)), mode="JAX")
+    with pytest.raises(NotImplementedError, match="needs the size of an MRG draw before run time"):
+        h(np.array([1, 2]))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -328,7 +349,7 @@ def test_bad_draws_are_refused():
         srng.uniform(size=(3,), dtype="int32")
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", EXACT_MODES)
 def test_a_negative_size_at_run_time_is_refused(mode):
     n = pt.lscalar("n")
     f = pytensor.function([n], MRG_RandomStreams(1).uniform(size=(n, 2)), mode=mode)
