@@ -17,9 +17,20 @@ from test_ops import JAX
 from deeplearning_tutorial import rng_mrg
 from deeplearning_tutorial.rng_mrg import MRG_RandomStreams
 
-# the modes whose numbers are Theano's bit for bit; JAX's normal values use XLA's log/cos/sin
+# the modes whose numbers are Theano's bit for bit; JAX's normal values use XLA's log/cos/sin.
+# PyTensor's JAX backend computes in 64 bits (the int64 sizes, float64 draws) only when the
+# process starts with floatX float64
 EXACT_MODES = ["NUMBA", "CVM", "FAST_COMPILE"]
-MODES = [*EXACT_MODES, JAX]
+JAX_64 = pytest.param("JAX", marks=[*JAX.marks, pytest.mark.skipif(
+    pytensor.config.floatX != "float64", reason="PyTensor's JAX backend is 32-bit when floatX is float32")])
+MODES = [*EXACT_MODES, JAX_64]
+
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """floatX float64 (Theano's default) while a test builds its graphs; tests of float32 say so."""
+    with pytensor.config.change_flags(floatX="float64"):
+        yield
 
 # ----------------------------------------------------------------------------
 # The reference: Python ints, one stream and one number at a time
@@ -267,7 +278,8 @@ def test_normal_is_box_muller_of_one_even_uniform_draw(dtype, mode):
         np.testing.assert_array_equal(got_second, expected_second)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None or pytensor.config.floatX != "float64",
+                    reason="needs JAX, in 64 bits (floatX float64 when the process starts)")
 def test_jax_normal_is_close_and_needs_sizes_before_run_time():
     u = MRG_RandomStreams(12345).normal(size=(3, 5))
     states = RefStreams(12345).new_set(15360)

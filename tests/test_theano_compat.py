@@ -20,6 +20,13 @@ from deeplearning_tutorial.compat.theano.tensor.shared_randomstreams import Rand
 from deeplearning_tutorial.compat.theano.tensor.signal import pool
 
 
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """Theano's default floatX, float64, whatever the process was started with."""
+    with theano.config.change_flags(floatX="float64"):
+        yield
+
+
 @contextlib.contextmanager
 def no_warnings():
     """A context in which any warning is an error."""

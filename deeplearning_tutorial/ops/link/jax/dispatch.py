@@ -304,6 +304,9 @@ optdb.register("jax_mrg_size_as_tuple", in2out(mrg_size_as_tuple), "jax", positi
 @jax_funcify.register(rng_mrg.MRGUniform)
 def jax_funcify_MRGUniform(op, node, **kwargs):
     dtype = op.dtype
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        raise NotImplementedError("float64 MRG draws need JAX's 64-bit mode, which PyTensor's JAX backend "
+                                  "turns on when floatX is float64; draw float32 (dtype='float32')")
     norm = rng_mrg.NORM_FLOAT32 if dtype == "float32" else rng_mrg.NORM_FLOAT64
     constant_size = node.inputs[1]
     constant_shape = tuple(int(s) for s in constant_size.data) if isinstance(constant_size, Constant) else None
