@@ -309,6 +309,17 @@ def test_uniform_bounds_and_stream_sets_in_creation_order(mode):
     np.testing.assert_array_equal(got_b, ref_draw(states_b, 3, "float64"))
 
 
+def test_a_variable_that_a_function_does_not_compute_keeps_its_states():
+    srng = MRG_RandomStreams(8)
+    a = srng.uniform(size=(3,))
+    b = srng.uniform(size=(3,))
+    only_b = pytensor.function([], b)
+    only_b()
+    only_b()
+    reference = RefStreams(8)
+    np.testing.assert_array_equal(pytensor.function([], a)(), ref_draw(reference.new_set(3), 3, "float64"))
+
+
 def test_seed_restarts_every_variable_and_updates_lists_them():
     srng = MRG_RandomStreams(5)
     a = srng.uniform(size=(6,))
