@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pytensor
 import pytest
 from conftest import REPO
 
@@ -77,3 +78,13 @@ def test_profile_compile_refuses_a_cache_dir_that_is_not_empty(tmp_path, capsys)
     with pytest.raises(SystemExit):
         profile_compile.main(["logistic", "--cache-dir", str(tmp_path)])
     assert "not empty" in capsys.readouterr().err
+
+
+def test_benchmark_mrg_times_the_noise_against_the_training_call(capsys):
+    import benchmark_mrg
+
+    assert benchmark_mrg.main(["--repeats", "2", "--mode", "FAST_COMPILE"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"mode FAST_COMPILE, floatX {pytensor.config.floatX}, 2 calls each (microseconds)"
+    assert [line.split(":")[0].strip() for line in lines[1:4]] == ["noise", "train", "train without noise"]
+    assert lines[4].startswith("   min: noise / train = ") and lines[5].startswith("median: noise / train = ")

@@ -10,6 +10,12 @@ picks one).  JAX needs static shapes: with strides, the gradients need the
 filter and image sizes before run time (conv2d's ``filter_shape`` and
 ``input_shape``, or tensors with static shapes), and so does the filter
 gradient with ``border_mode`` 'full' or 'half'.
+
+The MRG generator's uniforms (:mod:`deeplearning_tutorial.rng_mrg`) are Theano's
+numbers here too, computed in uint32 arithmetic (32-bit even without JAX's
+64-bit mode), for sizes known before run time (constants or shapes of
+inputs).  Its normal values use XLA's ``log``, ``cos`` and ``sin``, which can
+differ from the C library's in the last bit.
 """
 
 from __future__ import annotations
@@ -18,9 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from pytensor.compile import optdb
 from pytensor.graph.basic import Constant
+from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.link.jax.dispatch import jax_funcify
+from pytensor.link.jax.dispatch.shape import JAXShapeTuple
+from pytensor.tensor.basic import MakeVector
 
+from deeplearning_tutorial import rng_mrg
 from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
@@ -251,3 +262,84 @@ def jax_funcify_WeightedAveragePoolGrad(op, node, **kwargs):
         return jax.vjp(weighted_average_pool, x)[1](gz)[0]
 
     return weighted_average_pool_grad
+
+
+def _mod_step(a, modulus):
+    """``a mod modulus`` for ``a < 2 * modulus`` (uint32)."""
+    return jnp.where(a >= modulus, a - modulus, a)
+
+
+def _mrg_step(state):
+    """One step of every stream of a uint32 ``(n_streams, 6)`` state matrix: the new states
+    and the outputs ``z``.  The products by 2**22, 129, 2**15 and 32769 are reduced with
+    ``2**31 = 1 (mod M1)`` and ``2**31 = 21069 (mod M2)``, so no value reaches 2**32."""
+    m1, m2 = jnp.uint32(rng_mrg.M1), jnp.uint32(rng_mrg.M2)
+    x11, x12, x13, x21, x22, x23 = (state[:, i] for i in range(6))
+    times_2p22 = _mod_step(((x12 & 511) << 22) + (x12 >> 9), m1)
+    times_2p7 = _mod_step(((x13 & 16777215) << 7) + (x13 >> 24), m1)
+    y1 = _mod_step(_mod_step(times_2p22 + times_2p7, m1) + x13, m1)
+
+    def times_2p15(x):
+        return _mod_step(((x & 65535) << 15) + jnp.uint32(21069) * (x >> 16), m2)
+
+    y2 = _mod_step(_mod_step(times_2p15(x21) + times_2p15(x23), m2) + x23, m2)
+    z = jnp.where(y1 > y2, y1 - y2, m1 - (y2 - y1))
+    return jnp.stack([y1, x11, x12, y2, x21, x22], axis=1), z
+
+
+@node_rewriter([rng_mrg.MRGUniform])
+def mrg_size_as_tuple(fgraph, node):
+    """A size built from scalars (``x.shape``, ``(n, 2)``) reaches the JAX function as a
+    tuple of those scalars, whose values JAX knows when tracing where they are shapes,
+    as PyTensor does for its own random variables."""
+    size = node.inputs[1]
+    if size.owner is None or not isinstance(size.owner.op, MakeVector):
+        return None
+    return node.clone_with_new_inputs([node.inputs[0], JAXShapeTuple()(*size.owner.inputs)]).outputs
+
+
+optdb.register("jax_mrg_size_as_tuple", in2out(mrg_size_as_tuple), "jax", position=100)
+
+
+@jax_funcify.register(rng_mrg.MRGUniform)
+def jax_funcify_MRGUniform(op, node, **kwargs):
+    dtype = op.dtype
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        raise NotImplementedError("float64 MRG draws need JAX's 64-bit mode, which PyTensor's JAX backend "
+                                  "turns on when floatX is float64; draw float32 (dtype='float32')")
+    norm = rng_mrg.NORM_FLOAT32 if dtype == "float32" else rng_mrg.NORM_FLOAT64
+    constant_size = node.inputs[1]
+    constant_shape = tuple(int(s) for s in constant_size.data) if isinstance(constant_size, Constant) else None
+
+    def mrg_uniform(rstate, size):
+        try:
+            shape = constant_shape if constant_shape is not None else tuple(int(s) for s in size)
+        except jax.errors.ConcretizationTypeError:
+            raise NotImplementedError("the JAX backend needs the size of an MRG draw before run time: a "
+                                      "constant or the shape of an input") from None
+        n = rng_mrg.check_size(shape)
+        n_streams = rstate.shape[0]
+        rounds = -(-n // n_streams)
+        streams = jnp.arange(n_streams)
+
+        def draw_round(state, r):
+            stepped, z = _mrg_step(state)
+            active = r * n_streams + streams < n  # the last round's streams beyond n keep their states
+            return jnp.where(active[:, None], stepped, state), z
+
+        state, z = lax.scan(draw_round, rstate.astype(jnp.uint32), jnp.arange(rounds))
+        values = z.reshape(-1)[:n].astype(dtype) * jnp.asarray(norm, dtype=dtype)
+        return state.astype(jnp.int32), values.reshape(shape)
+
+    return mrg_uniform
+
+
+@jax_funcify.register(rng_mrg.BoxMuller)
+def jax_funcify_BoxMuller(op, node, **kwargs):
+    def box_muller(u):
+        half = u.shape[0] // 2
+        r = jnp.sqrt(jnp.asarray(-2.0, u.dtype) * jnp.log(u[:half]))
+        t = jnp.asarray(2 * np.pi, u.dtype) * u[half:]
+        return jnp.concatenate([r * jnp.cos(t), r * jnp.sin(t)])
+
+    return box_muller

@@ -12,8 +12,11 @@ import hashlib
 from pathlib import Path
 
 import numba
+import numpy as np
+from numba.np.unsafe.ndarray import to_fixed_tuple
 from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
 
+from deeplearning_tutorial import rng_mrg
 from deeplearning_tutorial.ops import conv as conv_module
 from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops import pool as pool_module
@@ -41,18 +44,19 @@ def source_hash(*sources: str) -> str:
 
 # the modules whose code the implementations compile in: the kernels' bindings and the Ops' params
 _SOURCE_HASH = source_hash(kernels.__file__, stochastic.__file__, conv_module.__file__, pool_module.__file__,
-                           pool_kinds_module.__file__, __file__)
+                           pool_kinds_module.__file__, rng_mrg.__file__, __file__)
 
 
-def _register(op_type):
-    """Register a Numba implementation of ``op_type`` with a cache key of its props, our source
-    and the thread count, which the implementation receives as ``threads`` (the kernels split
-    their work by it)."""
+def _register(op_type, node_key=lambda node: ""):
+    """Register a Numba implementation of ``op_type`` with a cache key of its props, our source,
+    the thread count, which the implementation receives as ``threads`` (the kernels split
+    their work by it), and ``node_key(node)`` for what else of the node it compiles in."""
 
     def decorator(funcify):
         def funcify_and_key(op, node, **kwargs):
             threads = numba.get_num_threads()
-            key = f"{op_type.__module__}.{op_type.__qualname__}{op._props()}-{_SOURCE_HASH}-threads{threads}"
+            key = (f"{op_type.__module__}.{op_type.__qualname__}{op._props()}{node_key(node)}-{_SOURCE_HASH}"
+                   f"-threads{threads}")
             return funcify(op, node, threads=threads, **kwargs), key
 
         register_funcify_and_cache_key(op_type)(funcify_and_key)
@@ -203,3 +207,37 @@ def numba_funcify_WeightedAveragePoolGrad(op, node, threads, **kwargs):
                                                      sw).reshape(x.shape)
 
     return weighted_average_pool_grad_node
+
+
+@_register(rng_mrg.MRGUniform, node_key=lambda node: f"-ndim{node.outputs[1].type.ndim}")
+def numba_funcify_MRGUniform(op, node, threads, **kwargs):
+    kernel = rng_mrg.UNIFORM_KERNELS[op.dtype]
+    dtype = np.dtype(op.dtype).type
+    ndim = node.outputs[1].type.ndim
+    max_elements = rng_mrg.M1
+
+    @numba_njit
+    def mrg_uniform(rstate, size):
+        n = 1
+        for s in size:
+            if s < 0:
+                raise ValueError("MRG_RandomStreams: the size has a negative entry; sizes must be >= 0")
+            n *= s
+        if n > max_elements:
+            raise ValueError("MRG_RandomStreams: the draw is too large; at most 2**31 - 1 elements")
+        out = np.empty(n, dtype=dtype)
+        new_state = kernel(rstate, n, out)
+        return new_state, out.reshape(to_fixed_tuple(size, ndim))
+
+    return mrg_uniform
+
+
+@_register(rng_mrg.BoxMuller, node_key=lambda node: f"-{node.inputs[0].type.dtype}")
+def numba_funcify_BoxMuller(op, node, threads, **kwargs):
+    kernel = rng_mrg.BOX_MULLER_KERNELS[node.inputs[0].type.dtype]
+
+    @numba_njit
+    def box_muller(u):
+        return kernel(u)
+
+    return box_muller
