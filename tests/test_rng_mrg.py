@@ -120,7 +120,7 @@ def ref_draw(states, n, dtype):
 
 
 def test_jump_matrices_are_theanos_tables():
-    # Theano's rng_mrg.py tabulates A1p72, A2p72, A1p134, A2p134 (quoted in the project's facts, section 12.2);
+    # Theano 1.0's theano/sandbox/rng_mrg.py tabulates A1p72, A2p72, A1p134, A2p134;
     # repeated squaring of the one-step matrices (in the reference above and in the module) gives them
     tables = {
         "A1p72": [[1516919229, 758510237, 499121365], [1884998244, 1516919229, 335398200],

@@ -31,8 +31,7 @@ from pytensor.link.jax.dispatch import jax_funcify
 from pytensor.link.jax.dispatch.shape import JAXShapeTuple
 from pytensor.tensor.basic import MakeVector
 
-from deeplearning_tutorial import rng_mrg
-from deeplearning_tutorial.ops import kernels
+from deeplearning_tutorial.ops import kernels, mrg
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
 from deeplearning_tutorial.ops.pool_kinds import WeightedAveragePool, WeightedAveragePoolGrad
@@ -273,7 +272,7 @@ def _mrg_step(state):
     """One step of every stream of a uint32 ``(n_streams, 6)`` state matrix: the new states
     and the outputs ``z``.  The products by 2**22, 129, 2**15 and 32769 are reduced with
     ``2**31 = 1 (mod M1)`` and ``2**31 = 21069 (mod M2)``, so no value reaches 2**32."""
-    m1, m2 = jnp.uint32(rng_mrg.M1), jnp.uint32(rng_mrg.M2)
+    m1, m2 = jnp.uint32(mrg.M1), jnp.uint32(mrg.M2)
     x11, x12, x13, x21, x22, x23 = (state[:, i] for i in range(6))
     times_2p22 = _mod_step(((x12 & 511) << 22) + (x12 >> 9), m1)
     times_2p7 = _mod_step(((x13 & 16777215) << 7) + (x13 >> 24), m1)
@@ -287,7 +286,7 @@ def _mrg_step(state):
     return jnp.stack([y1, x11, x12, y2, x21, x22], axis=1), z
 
 
-@node_rewriter([rng_mrg.MRGUniform])
+@node_rewriter([mrg.MRGUniform])
 def mrg_size_as_tuple(fgraph, node):
     """A size built from scalars (``x.shape``, ``(n, 2)``) reaches the JAX function as a
     tuple of those scalars, whose values JAX knows when tracing where they are shapes,
@@ -301,13 +300,13 @@ def mrg_size_as_tuple(fgraph, node):
 optdb.register("jax_mrg_size_as_tuple", in2out(mrg_size_as_tuple), "jax", position=100)
 
 
-@jax_funcify.register(rng_mrg.MRGUniform)
+@jax_funcify.register(mrg.MRGUniform)
 def jax_funcify_MRGUniform(op, node, **kwargs):
     dtype = op.dtype
     if dtype == "float64" and not jax.config.jax_enable_x64:
         raise NotImplementedError("float64 MRG draws need JAX's 64-bit mode, which PyTensor's JAX backend "
                                   "turns on when floatX is float64; draw float32 (dtype='float32')")
-    norm = rng_mrg.NORM_FLOAT32 if dtype == "float32" else rng_mrg.NORM_FLOAT64
+    norm = mrg.NORM_FLOAT32 if dtype == "float32" else mrg.NORM_FLOAT64
     constant_size = node.inputs[1]
     constant_shape = tuple(int(s) for s in constant_size.data) if isinstance(constant_size, Constant) else None
 
@@ -317,7 +316,7 @@ def jax_funcify_MRGUniform(op, node, **kwargs):
         except jax.errors.ConcretizationTypeError:
             raise NotImplementedError("the JAX backend needs the size of an MRG draw before run time: a "
                                       "constant or the shape of an input") from None
-        n = rng_mrg.check_size(shape)
+        n = mrg.check_size(shape)
         n_streams = rstate.shape[0]
         rounds = -(-n // n_streams)
         streams = jnp.arange(n_streams)
@@ -334,7 +333,7 @@ def jax_funcify_MRGUniform(op, node, **kwargs):
     return mrg_uniform
 
 
-@jax_funcify.register(rng_mrg.BoxMuller)
+@jax_funcify.register(mrg.BoxMuller)
 def jax_funcify_BoxMuller(op, node, **kwargs):
     def box_muller(u):
         half = u.shape[0] // 2

@@ -16,9 +16,8 @@ import numpy as np
 from numba.np.unsafe.ndarray import to_fixed_tuple
 from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
 
-from deeplearning_tutorial import rng_mrg
 from deeplearning_tutorial.ops import conv as conv_module
-from deeplearning_tutorial.ops import kernels
+from deeplearning_tutorial.ops import kernels, mrg
 from deeplearning_tutorial.ops import pool as pool_module
 from deeplearning_tutorial.ops import pool_kinds as pool_kinds_module
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
@@ -44,7 +43,7 @@ def source_hash(*sources: str) -> str:
 
 # the modules whose code the implementations compile in: the kernels' bindings and the Ops' params
 _SOURCE_HASH = source_hash(kernels.__file__, stochastic.__file__, conv_module.__file__, pool_module.__file__,
-                           pool_kinds_module.__file__, rng_mrg.__file__, __file__)
+                           pool_kinds_module.__file__, mrg.__file__, __file__)
 
 
 def _register(op_type, node_key=lambda node: ""):
@@ -209,12 +208,12 @@ def numba_funcify_WeightedAveragePoolGrad(op, node, threads, **kwargs):
     return weighted_average_pool_grad_node
 
 
-@_register(rng_mrg.MRGUniform, node_key=lambda node: f"-ndim{node.outputs[1].type.ndim}")
+@_register(mrg.MRGUniform, node_key=lambda node: f"-ndim{node.outputs[1].type.ndim}")
 def numba_funcify_MRGUniform(op, node, threads, **kwargs):
-    kernel = rng_mrg.UNIFORM_KERNELS[op.dtype]
+    kernel = mrg.UNIFORM_KERNELS[op.dtype]
     dtype = np.dtype(op.dtype).type
     ndim = node.outputs[1].type.ndim
-    max_elements = rng_mrg.M1
+    max_elements = mrg.M1
 
     @numba_njit
     def mrg_uniform(rstate, size):
@@ -232,9 +231,9 @@ def numba_funcify_MRGUniform(op, node, threads, **kwargs):
     return mrg_uniform
 
 
-@_register(rng_mrg.BoxMuller, node_key=lambda node: f"-{node.inputs[0].type.dtype}")
+@_register(mrg.BoxMuller, node_key=lambda node: f"-{node.inputs[0].type.dtype}")
 def numba_funcify_BoxMuller(op, node, threads, **kwargs):
-    kernel = rng_mrg.BOX_MULLER_KERNELS[node.inputs[0].type.dtype]
+    kernel = mrg.BOX_MULLER_KERNELS[node.inputs[0].type.dtype]
 
     @numba_njit
     def box_muller(u):
