@@ -26,7 +26,7 @@ source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 exclude_patterns = ["_build"]
 
 html_theme = "furo"
-html_title = "deeplearning_tutorial"
+html_title = "Deep Learning Tutorials on PyTensor"
 html_static_path = ["_static"]
 
 numpydoc_show_class_members = False
