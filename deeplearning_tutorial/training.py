@@ -185,6 +185,7 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
     # validate after this many minibatches: once per epoch, or more often if patience is short
     validation_frequency = min(n_train_batches, patience // 2)
 
+    # [start-patience-loop]
     while (state.epoch < n_epochs or state.next_minibatch) and not state.done_looping:
         if state.next_minibatch == 0:  # a new epoch, unless a resumed run continues one
             state.epoch += 1
@@ -215,6 +216,7 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
                 state.done_looping = True
                 break
             attached.minibatch_done(state, iter)
+    # [end-patience-loop]
     return state
 
 
