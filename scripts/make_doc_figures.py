@@ -7,11 +7,15 @@ Writes into ``docs/_static/figures/``:
 * ``c3_connections.png``: which S2 maps each C3 map of LeNet-5 combines (LeCun et al., Table I);
 * ``s2_to_c3.png``: how one C3 map is made from six S2 maps, computed with the package's
   ``conv2d`` and ``pool_2d`` on training image 8.
-* ``logistic_sgd_full_run.png``, ``mlp_full_run.png``, ``convolutional_mlp_full_run.png``:
+* ``logistic_sgd_full_run.png``, ``mlp_full_run.png``, ``convolutional_mlp_full_run.png``,
+  ``lenet5_full_run.png``:
   the validation and test error of the full runs recorded in ``results/<program>.json``;
 * ``mlp_network.png``: the multilayer perceptron's layers;
 * ``sparse_connectivity.png``, ``shared_weights.png``, ``conv_layer_notation.png``,
-  ``lenet_model.png``: the diagrams of the LeNet page.
+  ``lenet_model.png``: the diagrams of the LeNet page;
+* ``tuning_seed_lenet.png``, ``tuning_lenet5_c3_subsampling.png``: each tuning study's
+  variations (mean and spread over random seeds) and their mean learning curves, from
+  ``results/tuning/<study>/trials.jsonl``.
 
 Needs ``data/mnist.pkl.gz`` (``scripts/prepare_data.py``) and matplotlib (the ``plot`` extra).
 """
@@ -317,6 +321,52 @@ def draw_lenet_model(path: Path) -> None:
     save_figure(figure, path, dpi=130, bbox_inches="tight")
 
 
+def describe_variation(searched: dict, default: dict) -> str:
+    """What a trial changed from the default network, e.g. ``pool_mode l2``; ``default`` when nothing."""
+    changed = [f"{name} {' x '.join(map(str, value)) if isinstance(value, list) else value}"
+               for name, value in searched.items() if name != "seed" and value != default[name]]
+    return ", ".join(changed) or "default"
+
+
+def draw_tuning_study(study: str, default: dict, default_label: str, path: Path) -> None:
+    """One row per variation: its best validation errors over seeds; beside it, the mean learning curves."""
+    import json
+
+    trials = [json.loads(line) for line in (RESULTS / "tuning" / study / "trials.jsonl").read_text().splitlines()
+              if line.strip()]
+    groups: dict[str, list[dict]] = {}
+    for trial in trials:
+        if trial["status"] == "done":
+            groups.setdefault(describe_variation(trial["searched"], default), []).append(trial)
+    order = sorted(groups, key=lambda name: np.mean([t["validation"] for t in groups[name]]), reverse=True)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(order) + 1.6),
+                                         gridspec_kw={"width_ratios": [1, 1.2]})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, name in enumerate(order):
+        errors = [t["validation"] for t in groups[name]]
+        color = "black" if name == "default" else colors[row % len(colors)]
+        left.plot(errors, [row] * len(errors), "o", color=color, alpha=0.6)
+        left.plot(np.mean(errors), row, "|", color=color, markersize=16, markeredgewidth=2)
+        curves = np.array([[h["validation"] for h in t["history"]] for t in groups[name]])
+        iterations = [h["iteration"] for h in groups[name][0]["history"]]
+        label = default_label if name == "default" else name
+        right.plot(iterations, curves.mean(axis=0), color=color, linewidth=2.2 if name == "default" else 1.2,
+                   label=label)
+    left.set_yticks(range(len(order)), [default_label if name == "default" else name for name in order])
+    left.set_xlabel("best validation error (%): one dot per seed, bar = mean")
+    left.grid(axis="x", alpha=0.3)
+    right.set_yscale("log")
+    ticks = [1, 1.5, 2, 3, 5, 10]
+    right.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    right.minorticks_off()
+    right.set_xlabel("iteration (minibatches trained)")
+    right.set_ylabel("validation error (%), log scale, mean over seeds")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path, dpi=130, bbox_inches="tight")
+
+
 def main() -> None:
     FIGURES.mkdir(parents=True, exist_ok=True)
     (train_x, _), _, _ = datasets.read_dataset(datasets.DATA_DIR / "mnist.pkl.gz")
@@ -332,11 +382,16 @@ def main() -> None:
     draw_full_run("logistic_sgd", FIGURES / "logistic_sgd_full_run.png", log_scale=False)
     draw_full_run("mlp", FIGURES / "mlp_full_run.png", log_scale=True)
     draw_full_run("convolutional_mlp", FIGURES / "convolutional_mlp_full_run.png", log_scale=True)
+    draw_full_run("lenet5", FIGURES / "lenet5_full_run.png", log_scale=True)
     draw_mlp_network(FIGURES / "mlp_network.png")
     draw_sparse_connectivity(FIGURES / "sparse_connectivity.png")
     draw_shared_weights(FIGURES / "shared_weights.png")
     draw_conv_layer_notation(FIGURES / "conv_layer_notation.png")
     draw_lenet_model(FIGURES / "lenet_model.png")
+    draw_tuning_study("seed_lenet", {"filter_sizes": [5, 5], "nkerns": [20, 50], "pool_mode": "max"},
+                      "the tutorial's network", FIGURES / "tuning_seed_lenet.png")
+    draw_tuning_study("lenet5_c3_subsampling", {"c3_table": "lecun", "subsampling": "lecun"},
+                      "the paper's network", FIGURES / "tuning_lenet5_c3_subsampling.png")
     print(f"wrote the figures in {FIGURES}")
 
 
