@@ -8,7 +8,7 @@ Writes into ``docs/_static/figures/``:
 * ``s2_to_c3.png``: how one C3 map is made from six S2 maps, computed with the package's
   ``conv2d`` and ``pool_2d`` on training image 8.
 * ``logistic_sgd_full_run.png``, ``mlp_full_run.png``, ``convolutional_mlp_full_run.png``,
-  ``lenet5_full_run.png``:
+  ``lenet5_full_run.png``, ``logistic_cg_full_run.png``:
   the validation and test error of the full runs recorded in ``results/<program>.json``;
 * ``mlp_network.png``: the multilayer perceptron's layers;
 * ``sparse_connectivity.png``, ``shared_weights.png``, ``conv_layer_notation.png``,
@@ -145,27 +145,31 @@ def draw_s2_to_c3(image: np.ndarray, path: Path) -> None:
 RESULTS = FIGURES.parent.parent.parent / "results"
 
 
-def draw_full_run(program: str, path: Path, log_scale: bool) -> None:
-    """A recorded full run's validation error (line) and test error at each new best (dots), per epoch."""
+def draw_full_run(program: str, path: Path, log_scale: bool, step: str = "epoch") -> None:
+    """A recorded full run's validation error (line) and test error at each new best (dots), per epoch.
+
+    ``step="CG iteration"``: logistic_cg's record, whose iterations count from 1, one per validation.
+    """
     import json
 
     record = json.loads((RESULTS / f"{program}.json").read_text())
     per_epoch = record["validation_curve"][0][0]  # the first validation ends epoch 1
     valid = np.array(record["validation_curve"], dtype=float)
-    test = np.array(record["test_curve"], dtype=float)
+    test = np.array(record["test_curve"], dtype=float).reshape(-1, 2)
     figure, axes = plt.subplots(figsize=(7, 3.4))
     axes.plot(valid[:, 0] / per_epoch, valid[:, 1], label="validation error")
-    axes.plot(test[:, 0] / per_epoch, test[:, 1], ".", markersize=5, label="test error at a new best")
-    best_epoch = (record["best_iteration"] + 1) / per_epoch
+    if len(test):
+        axes.plot(test[:, 0] / per_epoch, test[:, 1], ".", markersize=5, label="test error at a new best")
+    best_epoch = (record["best_iteration"] + (step == "epoch")) / per_epoch
     axes.axvline(best_epoch, color="gray", linestyle=":", linewidth=1,
                  label=f"best model: {record['validation']:.2f} % / {record['test']:.2f} %")
     if log_scale:
         axes.set_yscale("log")
-        ticks = [t for t in (0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15) if valid[:, 1].min() * 0.9 <= t
+        ticks = [t for t in (0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30) if valid[:, 1].min() * 0.9 <= t
                  <= valid[:, 1].max() * 1.1]
         axes.set_yticks(ticks, [f"{t:g}" for t in ticks])
         axes.minorticks_off()
-    axes.set_xlabel("epoch")
+    axes.set_xlabel(step)
     axes.set_ylabel("error (%)" + (", log scale" if log_scale else ""))
     axes.grid(alpha=0.3)
     axes.legend()
@@ -383,6 +387,7 @@ def main() -> None:
     draw_full_run("mlp", FIGURES / "mlp_full_run.png", log_scale=True)
     draw_full_run("convolutional_mlp", FIGURES / "convolutional_mlp_full_run.png", log_scale=True)
     draw_full_run("lenet5", FIGURES / "lenet5_full_run.png", log_scale=True)
+    draw_full_run("logistic_cg", FIGURES / "logistic_cg_full_run.png", log_scale=True, step="CG iteration")
     draw_mlp_network(FIGURES / "mlp_network.png")
     draw_sparse_connectivity(FIGURES / "sparse_connectivity.png")
     draw_shared_weights(FIGURES / "shared_weights.png")
