@@ -2,7 +2,7 @@
 
 Writes into ``docs/_static/figures/``:
 
-* ``mnist_train_8.png``: training image 8, its pixel values printed;
+* ``mnist_train_8.png``: training image 8, and the values of the pixels around its centre;
 * ``mnist_first_100.png``: the first 100 training digits, with ``tile_raster_images``;
 * ``c3_connections.png``: which S2 maps each C3 map of LeNet-5 combines (LeCun et al., Table I);
 * ``s2_to_c3.png``: how one C3 map is made from six S2 maps, computed with the package's
@@ -39,18 +39,32 @@ from deeplearning_tutorial.utils import save_figure, save_image, tile_raster_ima
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "_static" / "figures"
 
 
-def draw_training_image(images: np.ndarray, index: int, path: Path) -> None:
+def draw_training_image(images: np.ndarray, index: int, path: Path, window: int = 8) -> None:
+    """One training image, and the values of the ``window`` x ``window`` pixels around its ink's centre."""
+    from matplotlib.patches import Rectangle
+
     image = images[index].reshape(28, 28)
-    figure, axes = plt.subplots(figsize=(7, 7))
-    axes.imshow(image, cmap="gray_r", vmin=0, vmax=1)
-    for row, col in zip(*np.nonzero(image)):
-        value = image[row, col]
-        axes.text(col, row, f"{value * 256:.0f}", ha="center", va="center", fontsize=4.5,
-                  color="white" if value > 0.5 else "black")
-    axes.set_title(f"train_set_x[{index}] (pixel values x 256)")
-    axes.set_xticks(range(0, 28, 4))
-    axes.set_yticks(range(0, 28, 4))
-    save_figure(figure, path, dpi=150, bbox_inches="tight")
+    rows, cols = np.nonzero(image)
+    top = int(np.clip(rows.mean() - window / 2, 0, 28 - window))
+    left = int(np.clip(cols.mean() - window / 2, 0, 28 - window))
+    figure, (whole, zoom) = plt.subplots(1, 2, figsize=(9, 4.4))
+    whole.imshow(image, cmap="gray_r", vmin=0, vmax=1)
+    whole.add_patch(Rectangle((left - 0.5, top - 0.5), window, window, fill=False, edgecolor="red", linewidth=1.5))
+    whole.set_title(f"train_set_x[{index}] as a 28x28 image")
+    whole.set_xticks(range(0, 28, 4))
+    whole.set_yticks(range(0, 28, 4))
+    part = image[top:top + window, left:left + window]
+    zoom.imshow(part, cmap="gray_r", vmin=0, vmax=1)
+    for row in range(window):
+        for col in range(window):
+            value = part[row, col]
+            zoom.text(col, row, f"{value * 256:.0f}", ha="center", va="center", fontsize=9,
+                      color="white" if value > 0.5 else "black")
+    zoom.set_title(f"rows {top}-{top + window - 1}, columns {left}-{left + window - 1}: pixel x 256")
+    zoom.set_xticks(range(window), [str(left + c) for c in range(window)])
+    zoom.set_yticks(range(window), [str(top + r) for r in range(window)])
+    figure.tight_layout()
+    save_figure(figure, path, dpi=130, bbox_inches="tight")
 
 
 def draw_first_digits(images: np.ndarray, path: Path) -> None:
