@@ -357,7 +357,7 @@ def draw_tuning_study(study: str, default: dict, default_label: str, path: Path)
         if trial["status"] == "done":
             groups.setdefault(describe_variation(trial["searched"], default), []).append(trial)
     order = sorted(groups, key=lambda name: np.mean([t["validation"] for t in groups[name]]), reverse=True)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(order) + 1.6),
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 0.5 * len(order) + 1.8),
                                          gridspec_kw={"width_ratios": [1, 1.2]})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row, name in enumerate(order):
@@ -371,14 +371,14 @@ def draw_tuning_study(study: str, default: dict, default_label: str, path: Path)
         right.plot(iterations, curves.mean(axis=0), color=color, linewidth=2.2 if name == "default" else 1.2,
                    label=label)
     left.set_yticks(range(len(order)), [default_label if name == "default" else name for name in order])
-    left.set_xlabel("best validation error (%): one dot per seed, bar = mean")
+    left.set_xlabel("best validation error (%)\none dot per seed, bar: mean")
     left.grid(axis="x", alpha=0.3)
     right.set_yscale("log")
     ticks = [1, 1.5, 2, 3, 5, 10]
     right.set_yticks(ticks, [f"{t:g}" for t in ticks])
     right.minorticks_off()
     right.set_xlabel("iteration (minibatches trained)")
-    right.set_ylabel("validation error (%), log scale, mean over seeds")
+    right.set_ylabel("validation error (%), mean over seeds")
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
     figure.tight_layout()
