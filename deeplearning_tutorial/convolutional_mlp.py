@@ -249,6 +249,7 @@ def build_model(datasets, learning_rate=0.1, nkerns=(20, 50), batch_size=500, se
     n_valid_batches = valid_set_x.get_value(borrow=True).shape[0] // batch_size
     n_test_batches = test_set_x.get_value(borrow=True).shape[0] // batch_size
 
+    # [start-train-model]
     index = pt.lscalar()
     x = pt.matrix("x")  # rasterized images
     y = pt.ivector("y")
@@ -273,6 +274,7 @@ def build_model(datasets, learning_rate=0.1, nkerns=(20, 50), batch_size=500, se
         [index], cost, updates=updates, givens={x: minibatch(train_set_x), y: minibatch(train_set_y)},
         mode=mode,
     )
+    # [end-train-model]
     return CompiledModel([layer0, layer1, layer2, layer3], params, train_model, validate_model, test_model,
                          n_train_batches, n_valid_batches, n_test_batches)
 

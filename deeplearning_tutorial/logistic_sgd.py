@@ -203,6 +203,7 @@ def build_model(datasets, learning_rate=0.13, batch_size=600, mode=None):
     n_valid_batches = valid_set_x.get_value(borrow=True).shape[0] // batch_size
     n_test_batches = test_set_x.get_value(borrow=True).shape[0] // batch_size
 
+    # [start-train-model]
     print("... building the model")
     index = pt.lscalar()  # index of a minibatch
     x = pt.matrix("x")  # rasterized images
@@ -231,6 +232,7 @@ def build_model(datasets, learning_rate=0.13, batch_size=600, mode=None):
         inputs=[index], outputs=cost, updates=updates,
         givens={x: minibatch(train_set_x), y: minibatch(train_set_y)}, mode=mode,
     )
+    # [end-train-model]
     return CompiledModel(classifier, classifier.params, train_model, validate_model, test_model,
                          n_train_batches, n_valid_batches, n_test_batches)
 

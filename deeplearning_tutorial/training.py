@@ -189,10 +189,10 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
     if state.next_minibatch >= n_train_batches:
         raise ValueError(f"the state continues at minibatch {state.next_minibatch + 1} of an epoch, but the "
                          f"training set has {n_train_batches} minibatches")
-    # start-snippet-loop
     # validate after this many minibatches: once per epoch, or more often if patience is short
     validation_frequency = min(n_train_batches, patience // 2)
 
+    # [start-patience-loop]
     while (state.epoch < n_epochs or state.next_minibatch) and not state.done_looping:
         if state.next_minibatch == 0:  # a new epoch, unless a resumed run continues one
             state.epoch += 1
@@ -223,7 +223,7 @@ def patience_loop(model: CompiledModel, n_epochs: int, patience: int,
                 state.done_looping = True
                 break
             attached.minibatch_done(state, iter)
-    # end-snippet-loop
+    # [end-patience-loop]
     return state
 
 
