@@ -23,6 +23,7 @@ from pytensor.link.jax.dispatch import jax_funcify
 
 from deeplearning_tutorial.ops import kernels
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
+from deeplearning_tutorial.ops.dynamic_slice import DynamicSlice
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
 from deeplearning_tutorial.ops.pool_kinds import WeightedAveragePool, WeightedAveragePoolGrad
 
@@ -251,3 +252,11 @@ def jax_funcify_WeightedAveragePoolGrad(op, node, **kwargs):
         return jax.vjp(weighted_average_pool, x)[1](gz)[0]
 
     return weighted_average_pool_grad
+
+
+@jax_funcify.register(DynamicSlice)
+def jax_funcify_DynamicSlice(op, node, **kwargs):
+    def dynamic_slice(x, start):  # XLA moves a window that does not fit into the array
+        return lax.dynamic_slice_in_dim(x, start, op.size, axis=op.axis)
+
+    return dynamic_slice
