@@ -16,7 +16,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from deeplearning_tutorial import speedups
+import pytensor
+
+from deeplearning_tutorial import backend, speedups
 from deeplearning_tutorial.datasets import DatasetError, atomic_write
 from deeplearning_tutorial.training import DivergenceError, LoopState, TrainingAborted
 
@@ -83,17 +85,24 @@ def run(function: Callable, argv: Sequence[str] | None = None) -> Any:
     program's ``main``.  A run stopped by a signal (Ctrl-C, SIGTERM) exits
     with status 128 + the signal's number (130, 143), as a shell reports a
     process killed by it.
-    ``--history-file FILE`` writes the run's learning curve and result as JSON.
+    ``--history-file FILE`` writes the run's learning curve and result as JSON;
+    ``--mode`` is the PyTensor mode the run compiles in (:mod:`deeplearning_tutorial.backend`).
     """
     parser = parser_for(function)
     parser.add_argument("--history-file", default=None, metavar="FILE",
                         help="write the learning curve and the result as JSON to FILE")
+    parser.add_argument("--mode", default=None, choices=backend.MODES,
+                        help="the PyTensor mode to compile in (default: PYTENSOR_FLAGS's, else NUMBA); "
+                             "JAX runs on a GPU where JAX has one")
     arguments = vars(parser.parse_args(argv))
     history_file = arguments.pop("history_file")
+    mode = arguments.pop("mode")
     speedups.keep_freed_memory()
     previous = signal.signal(signal.SIGTERM, _terminate)  # before training too, SIGTERM acts as Ctrl-C
     try:
-        state = function(**arguments)
+        backend.check_mode(mode)
+        with pytensor.config.change_flags(**({"mode": mode} if mode else {})):
+            state = function(**arguments)
     except (DatasetError, DivergenceError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -33,6 +33,7 @@ rewrites (position 100).  Nothing but JAX mode's graph changes: importing
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -51,40 +52,44 @@ from deeplearning_tutorial.ops.dynamic_slice import DynamicSlice
 __all__ = ["local_constant_length_slice", "local_reshape_of_static_size", "constant_difference"]
 
 
-def _affine_form(variable: Variable) -> tuple[Counter, int] | None:
+def _scaled(terms: Counter[Variable], factor: int) -> Counter[Variable]:
+    return Counter({leaf: factor * coefficient for leaf, coefficient in terms.items()})
+
+
+def _affine_form(variable: Variable) -> tuple[Counter[Variable], int] | None:
     """``variable`` as ``sum(coefficient * leaf) + constant`` with integer coefficients,
     the leaves being the variables that are not sums, differences, negations or
-    products by a constant of others; None for a non-integer constant."""
+    products by constants of others; None for a non-integer constant."""
     if isinstance(variable, Constant):
         value = np.asarray(variable.data)
         if value.ndim != 0 or value.dtype.kind not in "iu":
             return None
         return Counter(), int(value)
     node = variable.owner
-    if node is not None and isinstance(node.op, ScalarFromTensor | TensorFromScalar):
+    if node is None:
+        return Counter({variable: 1}), 0
+    if isinstance(node.op, ScalarFromTensor | TensorFromScalar):
         return _affine_form(node.inputs[0])
-    scalar_op = node.op.scalar_op if node is not None and isinstance(node.op, Elemwise) else (
-        node.op if node is not None and isinstance(node.op, ps.ScalarOp) else None)
-    if isinstance(scalar_op, ps.Add | ps.Sub | ps.Neg | ps.Mul) and variable.type.dtype.startswith(("int", "uint")):
-        forms = [_affine_form(operand) for operand in node.inputs]
-        if None in forms:
-            return None
-        if isinstance(scalar_op, ps.Add):
-            return sum((f[0] for f in forms), Counter()), sum(f[1] for f in forms)
-        if isinstance(scalar_op, ps.Sub):
-            (terms, offset), (other_terms, other_offset) = forms
-            terms = Counter(terms)
-            terms.subtract(other_terms)
-            return terms, offset - other_offset
-        if isinstance(scalar_op, ps.Neg):
-            terms, offset = forms[0]
-            return Counter({leaf: -c for leaf, c in terms.items()}), -offset
-        symbolic = [f for f in forms if any(f[0].values())]
-        if len(symbolic) <= 1:  # a product with at most one non-constant factor
-            factor = int(np.prod([f[1] for f in forms if not any(f[0].values())], dtype=object))
-            terms, offset = symbolic[0] if symbolic else (Counter(), 1)
-            return Counter({leaf: factor * c for leaf, c in terms.items()}), factor * offset
-    return Counter({variable: 1}), 0
+    scalar_op = node.op.scalar_op if isinstance(node.op, Elemwise) else node.op
+    if not (isinstance(scalar_op, ps.Add | ps.Sub | ps.Neg | ps.Mul)
+            and variable.type.dtype.startswith(("int", "uint"))):
+        return Counter({variable: 1}), 0
+    operands = [_affine_form(operand) for operand in node.inputs]
+    forms = [form for form in operands if form is not None]
+    if len(forms) < len(operands):
+        return None
+    if isinstance(scalar_op, ps.Mul):
+        symbolic = [form for form in forms if any(form[0].values())]
+        if len(symbolic) > 1:  # a product of variables: a leaf
+            return Counter({variable: 1}), 0
+        factor = math.prod(offset for terms, offset in forms if not any(terms.values()))
+        terms, offset = symbolic[0] if symbolic else (Counter(), 1)
+        return _scaled(terms, factor), factor * offset
+    signs = [-1] if isinstance(scalar_op, ps.Neg) else [1, -1] if isinstance(scalar_op, ps.Sub) else [1] * len(forms)
+    total: Counter[Variable] = Counter()
+    for sign, (terms, _) in zip(signs, forms):
+        total.update(_scaled(terms, sign))  # update, not +, which would drop negative coefficients
+    return total, sum(sign * offset for sign, (_, offset) in zip(signs, forms))
 
 
 def constant_difference(stop: Variable, start: Variable) -> int | None:
@@ -126,6 +131,13 @@ def local_constant_length_slice(fgraph, node):
 
 
 
+def _constant_or_none(variable: Variable) -> int | None:
+    try:
+        return int(get_scalar_constant_value(variable))
+    except NotScalarConstantError:
+        return None
+
+
 @node_rewriter([Reshape])
 def local_reshape_of_static_size(fgraph, node):
     """``reshape(x, shape)`` -> ``reshape(x, constant)`` where ``x``'s static shape is fully
@@ -135,12 +147,7 @@ def local_reshape_of_static_size(fgraph, node):
     if isinstance(shape, Constant) or None in x.type.shape:
         return None
     size = int(np.prod(x.type.shape, dtype=np.int64))
-    entries: list[int | None] = []
-    for i in range(node.op.ndim):
-        try:
-            entries.append(int(get_scalar_constant_value(shape[i])))
-        except NotScalarConstantError:
-            entries.append(None)
+    entries = [_constant_or_none(shape[i]) for i in range(node.op.ndim)]
     unknown = [i for i, entry in enumerate(entries) if entry is None or entry == -1]
     if len(unknown) != 1:
         return None
