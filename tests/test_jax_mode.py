@@ -10,9 +10,11 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.gradient import verify_grad
+from pytensor.graph.traversal import graph_inputs
 
-from deeplearning_tutorial import backend, convolutional_mlp, datasets, lenet5, logistic_cg, logistic_sgd, mlp
+from deeplearning_tutorial import backend, convolutional_mlp, datasets, lenet5, logistic_cg, logistic_sgd, mlp, speedups
 from deeplearning_tutorial.ops import DynamicSlice
 from deeplearning_tutorial.ops.jax_rewriting import constant_difference
 
@@ -88,6 +90,18 @@ def test_minibatch_cost_and_gradient_in_jax_equal_python():
     for i in range(3):
         for jax_value, numba_value in zip(results[1](i), results[0](i)):
             np.testing.assert_allclose(jax_value, numba_value, rtol=1e-12)
+
+
+def test_the_speedups_jax_mode_puts_the_shared_data_on_the_device_once():
+    import jax
+
+    index, cost, w, givens = minibatch_cost()
+    data = [variable for variable in graph_inputs(givens.values()) if isinstance(variable, SharedVariable)]
+    reference = pytensor.function([index], cost, givens=givens, mode="FAST_COMPILE")
+    f = pytensor.function([index], cost, givens=givens, mode=speedups.mode("JAX"))
+    assert len(data) == 2 and all(isinstance(d.get_value(borrow=True), jax.Array) for d in data)
+    for i in range(3):
+        np.testing.assert_allclose(f(i), reference(i), rtol=1e-12)
 
 
 def test_a_slice_of_variable_length_is_left_alone():
