@@ -1,4 +1,4 @@
-"""JAX-backend implementations of the convolution and pooling Ops (``mode="JAX"``).
+"""JAX-backend implementations of the convolution, pooling and DynamicSlice Ops (``mode="JAX"``).
 
 Registered when JAX is installed.  The forward Ops map onto XLA's own
 operations, ``lax.conv_general_dilated`` and ``lax.reduce_window``, so they run
@@ -9,7 +9,8 @@ every input equal to its maximum, as Theano does (``jax.grad`` of a max
 picks one).  JAX needs static shapes: with strides, the gradients need the
 filter and image sizes before run time (conv2d's ``filter_shape`` and
 ``input_shape``, or tensors with static shapes), and so does the filter
-gradient with ``border_mode`` 'full' or 'half'.
+gradient with ``border_mode`` 'full' or 'half'.  ``DynamicSlice`` is XLA's dynamic
+slice (:mod:`deeplearning_tutorial.ops.dynamic_slice`).
 """
 
 from __future__ import annotations
