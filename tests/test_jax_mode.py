@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from conftest import REPO
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.gradient import verify_grad
 from pytensor.graph.traversal import graph_inputs
@@ -90,6 +94,15 @@ def test_minibatch_cost_and_gradient_in_jax_equal_python():
     for i in range(3):
         for jax_value, numba_value in zip(results[1](i), results[0](i)):
             np.testing.assert_allclose(jax_value, numba_value, rtol=1e-12)
+
+
+def test_slices_beside_other_indices_compile_in_jax():
+    x, i, j = pt.matrix("x"), pt.lscalar("i"), pt.lscalar("j")
+    outputs = [x[i:i + 2, j], x[1, i * 3:(i + 1) * 3], x[i:i + 2, j * 2:j * 2 + 3]]
+    f = pytensor.function([x, i, j], outputs, mode="JAX")
+    value = np.arange(42.0).reshape(6, 7)
+    for result, expected in zip(f(value, 1, 2), [value[1:3, 2], value[1, 3:6], value[1:3, 4:7]]):
+        np.testing.assert_array_equal(result, expected)
 
 
 def test_the_speedups_jax_mode_puts_the_shared_data_on_the_device_once():
@@ -230,3 +243,15 @@ def test_each_program_gives_numba_results_in_jax(program, tiny_mnist, tmp_path, 
     for jax_value, numba_value in zip(jax_params, numba_params):
         np.testing.assert_allclose(jax_value, numba_value, rtol=1e-9, atol=1e-12)
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_on_the_cpu(small_mnist, tmp_path):
+    """scripts/gpu_check.sh end to end, with JAX on the CPU standing in for the GPU."""
+    env = {**os.environ, "PLATFORM": "cpu", "PYTHON": sys.executable, "DATASET": str(small_mnist),
+           "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)}
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--installed"], env=env,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for program in ("lenet", "mlp"):
+        assert f"{program}: the GPU's errors equal the CPU's at every validation" in result.stdout

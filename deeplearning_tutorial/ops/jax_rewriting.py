@@ -123,12 +123,11 @@ def local_constant_length_slice(fgraph, node):
             continue
         window = DynamicSlice(axis, size)(x, as_tensor_variable(index.start))
         rest = [slice(None) if i == axis else entry for i, entry in enumerate(indices)]
-        if all(entry == slice(None) for entry in rest):
+        if all(isinstance(entry, slice) and (entry.start, entry.stop, entry.step) == (None, None, None)
+               for entry in rest):
             return [window]
         return [basic_subtensor(window, *rest)]
     return None
-
-
 
 
 def _constant_or_none(variable: Variable) -> int | None:
@@ -141,8 +140,8 @@ def _constant_or_none(variable: Variable) -> int | None:
 @node_rewriter([Reshape])
 def local_reshape_of_static_size(fgraph, node):
     """``reshape(x, shape)`` -> ``reshape(x, constant)`` where ``x``'s static shape is fully
-    known, ``shape`` is not a constant, and its entries are: for a vector, its size; else
-    all constants but one, which the size determines."""
+    known, ``shape`` is not a constant, and all its entries are constants but one (a
+    vector's only one, or a -1), which the size of ``x`` then determines."""
     x, shape = node.inputs
     if isinstance(shape, Constant) or None in x.type.shape:
         return None
