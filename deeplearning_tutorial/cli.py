@@ -23,7 +23,7 @@ from typing import Any
 
 import pytensor
 
-from deeplearning_tutorial import speedups
+from deeplearning_tutorial import backend, speedups
 from deeplearning_tutorial.checkpoints import RunFiles
 from deeplearning_tutorial.datasets import DatasetError
 from deeplearning_tutorial.programs import PROGRAMS, Program
@@ -67,9 +67,12 @@ class _RefusingParser(argparse.ArgumentParser):
 
 def program_parser(program: Program,
                    parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The command line of ``program``: its function's options and its run files' options."""
+    """The command line of ``program``: its function's options, its run files' options and ``--mode``."""
     parser = parser_for(program.function, parser_class=parser_class)
     add_run_file_options(parser, program)
+    parser.add_argument("--mode", default=None, choices=backend.MODES,
+                        help="the PyTensor mode to compile in (default: PYTENSOR_FLAGS's, else NUMBA); "
+                             "JAX runs on a GPU where JAX has one")
     return parser
 
 
@@ -127,19 +130,23 @@ def run(name: str, argv: Sequence[str] | None = None) -> Any:
     (130, 143), as a shell reports a process killed by it.  Also keeps freed
     memory in the heap for the rest of the process
     (:func:`deeplearning_tutorial.speedups.keep_freed_memory`), as a tutorial
-    program's ``main``.
+    program's ``main``.  ``--mode`` is the PyTensor mode the run compiles in
+    (:mod:`deeplearning_tutorial.backend`).
     """
     program = PROGRAMS[name]
     arguments = vars(program_parser(program).parse_args(argv))
     file_options = {key: arguments.pop(key) for key in RUN_FILE_OPTIONS if key in arguments}
+    mode = arguments.pop("mode")
     speedups.keep_freed_memory()
     previous = signal.signal(signal.SIGTERM, _terminate)  # before training too, SIGTERM acts as Ctrl-C
     try:
-        if program.dry_run_argument is not None and arguments[program.dry_run_argument]:
-            return program.function(**arguments)
-        with RunFiles(program.name, run_config(arguments), **file_options) as files:
-            state = program.function(**arguments)
-            files.write_history({"arguments": run_config(arguments), **run_record(state)})
+        backend.check_mode(mode)
+        with pytensor.config.change_flags(**({"mode": mode} if mode else {})):
+            if program.dry_run_argument is not None and arguments[program.dry_run_argument]:
+                return program.function(**arguments)
+            with RunFiles(program.name, run_config(arguments), **file_options) as files:
+                state = program.function(**arguments)
+                files.write_history({"arguments": run_config(arguments), **run_record(state)})
     except (DatasetError, DivergenceError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

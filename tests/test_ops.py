@@ -321,8 +321,8 @@ def test_two_conv_pool_layers_train_with_givens_and_sgd(mode):
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
 def test_two_conv_pool_layers_train_with_jax():
-    """The same graph in the JAX mode, the minibatch given as arrays: JAX compiles
-    neither the givens' slices at a variable index nor a range of variable length."""
+    """The same graph in the JAX mode, the minibatch given as arrays of static shapes
+    (with givens: tests/test_jax_mode.py)."""
     rng = np.random.default_rng(0)
     x, y = pt.matrix(shape=(20, 784)), pt.ivector(shape=(20,))
     cost, params = lenet_like_cost(x, y, rng)

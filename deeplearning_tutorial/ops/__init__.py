@@ -8,6 +8,10 @@ The package has one place per job:
   ``conv`` (``conv2d``), ``pool`` (``pool_2d``), ``downsample`` (Theano
   0.7's ``max_pool_2d``), ``pool_kinds`` (L2 and stochastic pooling) and
   ``normalization`` (local contrast normalization);
+- ``dynamic_slice`` (a slice of a fixed length at a start known at run
+  time) and ``jax_rewriting``, the graph rewrites of the JAX mode that use
+  it, so that graphs with minibatch slices compile in JAX (registered on
+  import under the tag ``"jax"``, which only the JAX mode includes);
 - ``kernels``: the arithmetic, as functions of NumPy arrays (C in
   ``kernels/csrc``, compiled when the package is installed; while a kernel
   runs, the BLAS it calls is single-threaded, ``kernels.blas_threads``);
@@ -32,6 +36,8 @@ import sys
 
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights, conv2d
 from deeplearning_tutorial.ops.downsample import max_pool_2d
+from deeplearning_tutorial.ops.dynamic_slice import DynamicSlice
+from deeplearning_tutorial.ops.jax_rewriting import local_constant_length_slice  # noqa: F401  (registers them)
 from deeplearning_tutorial.ops.link.numba import dispatch as _numba_dispatch  # noqa: F401  (registers the NUMBA backend)
 from deeplearning_tutorial.ops.normalization import local_contrast_normalization
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool, pool_2d
@@ -73,4 +79,4 @@ elif importlib.util.find_spec("jax") is not None:
 __all__ = ["conv2d", "pool_2d", "max_pool_2d", "stochastic_pool_2d", "local_contrast_normalization",
            "Corr2d", "Corr2dGradWeights", "Corr2dGradInputs", "Pool", "MaxPoolGrad", "MaxPoolGradGrad",
            "AveragePoolGrad", "L2PoolGrad", "StochasticPool", "StochasticPoolGrad", "WeightedAveragePool",
-           "WeightedAveragePoolGrad"]
+           "WeightedAveragePoolGrad", "DynamicSlice"]

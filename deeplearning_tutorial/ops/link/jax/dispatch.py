@@ -1,4 +1,4 @@
-"""JAX-backend implementations of the convolution and pooling Ops (``mode="JAX"``).
+"""JAX-backend implementations of the convolution, pooling and DynamicSlice Ops (``mode="JAX"``).
 
 Registered when JAX is installed.  The forward Ops map onto XLA's own
 operations, ``lax.conv_general_dilated`` and ``lax.reduce_window``, so they run
@@ -16,6 +16,7 @@ numbers here too, computed in uint32 arithmetic (32-bit even without JAX's
 64-bit mode), for sizes known before run time (constants or shapes of
 inputs).  Its normal values use XLA's ``log``, ``cos`` and ``sin``, which can
 differ from the C library's in the last bit.
+``DynamicSlice`` is XLA's dynamic slice (:mod:`deeplearning_tutorial.ops.dynamic_slice`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pytensor.tensor.basic import MakeVector
 
 from deeplearning_tutorial.ops import kernels, mrg
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
+from deeplearning_tutorial.ops.dynamic_slice import DynamicSlice
 from deeplearning_tutorial.ops.pool import AveragePoolGrad, L2PoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
 from deeplearning_tutorial.ops.pool_kinds import WeightedAveragePool, WeightedAveragePoolGrad
 
@@ -342,3 +344,11 @@ def jax_funcify_BoxMuller(op, node, **kwargs):
         return jnp.concatenate([r * jnp.cos(t), r * jnp.sin(t)])
 
     return box_muller
+
+
+@jax_funcify.register(DynamicSlice)
+def jax_funcify_DynamicSlice(op, node, **kwargs):
+    def dynamic_slice(x, start):  # XLA moves a window that does not fit into the array
+        return lax.dynamic_slice_in_dim(x, start, op.size, axis=op.axis)
+
+    return dynamic_slice
