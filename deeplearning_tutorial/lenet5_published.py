@@ -31,7 +31,6 @@ The paper reports 0.95 % test error after 20 passes (0.35 % training error).
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from collections.abc import Sequence
