@@ -254,6 +254,8 @@ class Network:
         The RBF units' fixed codes.
     params : list of shared variables
         The trained parameters (:func:`published_params`).
+    x, y : pytensor variables
+        The images (n, 784) and their labels (n,) the graphs are built on.
     steps : list of shared variables
         Each parameter's step sizes ``eta / (mu + h_kk)`` for the current pass.
     """
@@ -261,9 +263,9 @@ class Network:
     lenet: LeNet5
     codes: np.ndarray
     params: list
+    x: pt.TensorVariable
+    y: pt.TensorVariable
     steps: list = field(default_factory=list)
-    x: pt.TensorVariable | None = None
-    y: pt.TensorVariable | None = None
 
 
 def build_network(seed: int = 23455, j: float = J, bitmaps=DIGIT_BITMAPS):
@@ -278,7 +280,7 @@ def build_network(seed: int = 23455, j: float = J, bitmaps=DIGIT_BITMAPS):
     labels = pt.ivector("labels")
     rng = np.random.RandomState(seed)
     lenet = LeNet5(rng, x, x.shape[0])
-    net = Network(lenet, codes, published_params(lenet), x=x, y=labels)
+    net = Network(lenet, codes, published_params(lenet), x, labels)
     initialise_as_published(lenet, rng)
     codes_t = pt.constant(codes.astype(pytensor.config.floatX))
     features = lenet.F6.output
@@ -330,7 +332,7 @@ class Trainer:
         index = pt.lvector("index")
         self.curvature = pytensor.function(
             [index], [curvature[p] for p in net.params],
-            givens={net.x: self.train_x[index]}, mode=mode)
+            givens=[(net.x, self.train_x[index])], mode=mode)
         self._errors = pytensor.function([net.x, net.y], errors, mode=mode)
 
     def set_steps(self, curvatures: Sequence[np.ndarray], eta: float, mu: float) -> None:
@@ -558,6 +560,26 @@ def plot_error_curves(history, path):
     axes.legend()
     figure.tight_layout()
     save_figure(figure, path, dpi=100)
+
+
+def draw_codes(path, bitmaps=DIGIT_BITMAPS):
+    """Picture of the ten RBF codes as 7x12 bitmaps (+1 black, -1 white), for the documentation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deeplearning_tutorial.utils import save_figure
+
+    figure, axes = plt.subplots(1, 10, figsize=(7, 1.3))
+    for digit, (ax, code) in enumerate(zip(axes, rbf_codes(bitmaps))):
+        ax.imshow(code.reshape(BITMAP_SHAPE), cmap="gray_r", vmin=-1, vmax=1)
+        ax.set_xticks(np.arange(-0.5, 7), minor=True)
+        ax.set_yticks(np.arange(-0.5, 12), minor=True)
+        ax.grid(which="minor", color="0.8", linewidth=0.3)
+        ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+        ax.set_title(str(digit), fontsize=9)
+    return save_figure(figure, path, dpi=100, bbox_inches="tight")
 
 
 def main(argv=None):
