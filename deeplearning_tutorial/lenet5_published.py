@@ -556,7 +556,7 @@ def plot_error_curves(history, path):
     axes.axhline(0.95, color="grey", linestyle=":", label="published test, 0.95 %")
     axes.set_xlabel("training set iterations (passes)")
     axes.set_ylabel("error rate (%)")
-    axes.set_ylim(0, max(5.0, *(row[2] * 100 for row in history)) if history else 5.0)
+    axes.set_ylim(0, 1.05 * max([5.0, *(row[2] * 100 for row in history)]))
     axes.legend()
     figure.tight_layout()
     save_figure(figure, path, dpi=100)
