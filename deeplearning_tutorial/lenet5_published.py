@@ -429,8 +429,8 @@ def check_settings(n_epochs, mu, etas, j, hessian_examples, block) -> None:
         raise ValueError(f"j must be positive (exp(-j) is the share of the 'none of them' class), got {j!r}")
     if not isinstance(hessian_examples, int) or hessian_examples < 1:
         raise ValueError(f"hessian_examples must be a positive number of images, got {hessian_examples!r}")
-    if not isinstance(block, int) or block < 1 or 60000 % block:
-        raise ValueError(f"block must be a positive divisor of 60,000 (images per compiled call), got {block!r}")
+    if not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive number of images per compiled call, got {block!r}")
 
 
 def format_pass(epoch: int, training_error: float, test_error: float, seconds: float) -> str:
@@ -505,7 +505,7 @@ def train_lenet5_as_published(n_epochs=20, dataset="mnist.pkl.gz", *, eta=(), mu
                 if not np.isfinite(loss):
                     raise FloatingPointError(f"the loss became {loss} in pass {progress.epoch + 1}; "
                                              f"try smaller eta")
-                progress.position += block
+                progress.position = min(progress.position + block, n_train)  # the last block may be short
                 progress.loss += float(loss)
                 progress.errors += int(errors)
                 if progress.position % 10000 == 0:
