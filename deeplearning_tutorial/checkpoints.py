@@ -91,7 +91,7 @@ def read_archive(path: Path | str, kind: str, arrays: bool = True) -> tuple[dict
         raise
     except PermissionError:
         raise RunFileError(f"cannot read {path}: permission denied") from None
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, RecursionError, zipfile.BadZipFile) as exc:
         # np.load refuses pickles (allow_pickle=False) with a ValueError: nothing was unpickled
         raise RunFileError(f"{not_ours} ({exc}); nothing in it was run. Use a file this package "
                            f"wrote, or move this one away.") from None

@@ -134,7 +134,13 @@ def run(name: str, argv: Sequence[str] | None = None) -> Any:
     (:mod:`deeplearning_tutorial.backend`).
     """
     program = PROGRAMS[name]
-    arguments = vars(program_parser(program).parse_args(argv))
+    parser = program_parser(program)
+    arguments = vars(parser.parse_args(argv))
+    changed = {key: value for key, value in arguments.items()
+               if key not in RUN_FILE_OPTIONS and key != "mode" and value != parser.get_default(key)}
+    if pytensor.config.floatX not in ("float32", "float64"):
+        parser.error(f"floatX={pytensor.config.floatX} is not supported: the tutorials run in float32 or float64 "
+                     f"(PYTENSOR_FLAGS=floatX=float32)")
     file_options = {key: arguments.pop(key) for key in RUN_FILE_OPTIONS if key in arguments}
     mode = arguments.pop("mode")
     speedups.keep_freed_memory()
@@ -149,6 +155,11 @@ def run(name: str, argv: Sequence[str] | None = None) -> Any:
                 files.write_history({"arguments": run_config(arguments), **run_record(state)})
     except (DatasetError, DivergenceError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except MemoryError:
+        print(f"error: not enough memory for this run of {name} with "
+              f"{', '.join(f'--{key.replace('_', '-')} {value}' for key, value in changed.items()) or 'its defaults'}"
+              f"; choose smaller sizes", file=sys.stderr)
         raise SystemExit(1) from None
     except TrainingAborted as exc:
         print(f"\nAborted by a second {exc}; a checkpoint, where the program keeps one, holds the "

@@ -323,3 +323,11 @@ def test_a_resumed_run_draws_on_as_the_interrupted_one_and_refuses_other_data(tm
     with (pytest.raises(RunFileError, match="written by a run on other data"),
           RunFiles("mlp", CONFIG, tmp_path / "other.ckpt", resume=True)):
         train(noisy_model(data + 1.0), n_epochs=4, patience=1000)
+
+
+def test_a_deeply_nested_description_is_refused_not_a_recursion_error(tmp_path):
+    path = tmp_path / "deep.ckpt"
+    with open(path, "wb") as handle:
+        np.savez(handle, description=np.array("[" * 200_000 + "]" * 200_000))
+    with pytest.raises(RunFileError, match="is not a checkpoint written by deeplearning_tutorial"):
+        Checkpoint(path, "mlp", CONFIG).check_start(resume=True, discard=False)
