@@ -420,8 +420,8 @@ class RunFiles:
         The tutorial's name in :data:`~deeplearning_tutorial.programs.PROGRAMS`,
         recorded in the files.
     config
-        The run's arguments (and floatX), as JSON data, recorded in the files;
-        a resume must match them.
+        The run's arguments (and floatX), recorded in the files (paths as
+        strings, tuples as lists); a resume must match them.
     checkpoint_file, best_model_file, history_file
         Paths, or None for no such file.  The history file (the learning
         curve and result as JSON) is written by :meth:`write_history`.
@@ -450,6 +450,8 @@ class RunFiles:
         if resume and discard_checkpoint:
             raise RunFileError("--resume continues the checkpoint and --discard-checkpoint overwrites it: "
                                "choose one")
+        # as the files record it: JSON data, paths as strings, tuples as lists
+        config = json.loads(json.dumps(config, default=lambda value: os.fspath(value)))
         self.program, self.config, self.resume = program, config, resume
         self.discard_checkpoint = discard_checkpoint
         self.checkpoint = Checkpoint(Path(checkpoint_file), program, config) if checkpoint_file else None
