@@ -424,7 +424,8 @@ class RunFiles:
         strings, tuples as lists); a resume must match them.
     checkpoint_file, best_model_file, history_file
         Paths, or None for no such file.  The history file (the learning
-        curve and result as JSON) is written by :meth:`write_history`.
+        curve and result as JSON) is written by :meth:`write_history`; on
+        entering the block it holds the arguments and ``"running": true``.
     resume
         Continue the run saved in ``checkpoint_file``.
     discard_checkpoint
@@ -471,6 +472,8 @@ class RunFiles:
         try:
             if self.checkpoint is not None:
                 self.checkpoint.check_start(self.resume, self.discard_checkpoint)
+            # written now, so that a disk that cannot take it stops the run before it starts
+            self.write_history({"arguments": self.config, "running": True})
         except BaseException:
             self._lock.release()
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import signal
@@ -331,3 +332,19 @@ def test_a_deeply_nested_description_is_refused_not_a_recursion_error(tmp_path):
         np.savez(handle, description=np.array("[" * 200_000 + "]" * 200_000))
     with pytest.raises(RunFileError, match="is not a checkpoint written by deeplearning_tutorial"):
         Checkpoint(path, "mlp", CONFIG).check_start(resume=True, discard=False)
+
+
+def test_a_history_file_that_cannot_be_written_stops_the_run_before_it_starts(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    history = tmp_path / "history.json"
+    with RunFiles("mlp", CONFIG, history_file=history) as files:  # written at once, then at the end
+        assert json.loads(history.read_text()) == {"arguments": CONFIG, "running": True}
+        files.write_history({"arguments": CONFIG, "validation": 5.0})
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(RunFileError, match="could not write the history file .*No space left on device"), \
+            RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", history_file=history):
+        pytest.fail("the run started")
+    assert json.loads(history.read_text()) == {"arguments": CONFIG, "validation": 5.0}  # the earlier one kept
+    assert not list(tmp_path.glob("*.lock"))
