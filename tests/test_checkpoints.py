@@ -339,9 +339,9 @@ def test_a_history_file_that_cannot_be_written_stops_the_run_before_it_starts(tm
         raise OSError(28, "No space left on device")
 
     history = tmp_path / "history.json"
-    with RunFiles("mlp", CONFIG, history_file=history) as files:  # written at once, then at the end
+    with RunFiles("mlp", CONFIG, history_file=history) as run:  # written at once, then at the end
         assert json.loads(history.read_text()) == {"arguments": CONFIG, "running": True}
-        files.write_history({"arguments": CONFIG, "validation": 5.0})
+        run.write_history({"arguments": CONFIG, "validation": 5.0})
     monkeypatch.setattr(files.os, "fsync", full)
     with pytest.raises(RunFileError, match="could not write the history file .*No space left on device"), \
             RunFiles("mlp", CONFIG, tmp_path / "mlp.ckpt", history_file=history):
