@@ -20,8 +20,9 @@ def test_tiles_are_laid_out_row_by_row_with_spacing_and_scaling():
     X = np.arange(3 * 4, dtype=float).reshape(3, 4)  # three 2x2 images
     grid = tile_raster_images(X, (2, 2), (2, 2), tile_spacing=(1, 1))
     assert grid.shape == (5, 5) and grid.dtype == np.uint8
-    np.testing.assert_array_equal(grid[:2, :2], [[0, 85], [170, 255]])  # each image scaled to 0..255
-    np.testing.assert_array_equal(grid[:2, 3:], [[0, 85], [170, 255]])
+    # each image scaled by 1 / (3 + 1e-8), times 255, truncated
+    np.testing.assert_array_equal(grid[:2, :2], [[0, 84], [169, 254]])
+    np.testing.assert_array_equal(grid[:2, 3:], [[0, 84], [169, 254]])
     assert not grid[2].any() and not grid[:, 2].any()  # the spacing is black
     assert not grid[3:, 3:].any()  # a missing fourth image stays black
     raw = tile_raster_images(X, (2, 2), (1, 3), scale_rows_to_unit_interval=False, output_pixel_vals=False)
