@@ -19,7 +19,7 @@ from pathlib import Path
 import pytensor
 import pytensor.tensor as pt
 
-from deeplearning_tutorial import convolutional_mlp, dA, lenet5, logistic_cg, logistic_sgd, mlp
+from deeplearning_tutorial import cA, convolutional_mlp, dA, lenet5, logistic_cg, logistic_sgd, mlp
 from deeplearning_tutorial.checkpoints import BestModel, RunFileError, check_arrays, read_archive
 
 
@@ -83,6 +83,7 @@ PROGRAMS: dict[str, Program] = {program.name: program for program in (
     Program("lenet5", lenet5.train_lenet5, lenet5.rebuild_classifier, "lenet5.ckpt", "best_model_lenet5.npz",
             original_seed=23455, dry_run_argument="summary"),
     Program("dA", dA.test_dA, original_seed=123),
+    Program("cA", cA.test_cA, original_seed=123),
 )}
 
 
