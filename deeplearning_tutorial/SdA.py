@@ -31,6 +31,8 @@ import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
 
 from deeplearning_tutorial import speedups
+from deeplearning_tutorial.compat.theano.compile import In
+from deeplearning_tutorial.compat.theano.compile import function as theano_function
 from deeplearning_tutorial.dA import check_corruption_level, dA
 from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
@@ -54,21 +56,6 @@ def check_layers(hidden_layers_sizes, corruption_levels) -> None:
                          f"got {corruption_levels!r}")
     for level in corruption_levels:
         check_corruption_level(level)
-
-
-class PretrainingFunction:
-    """A dA's compiled pre-training step, called as ``fn(index, corruption=0.2, lr=0.1)``.
-
-    PyTensor's functions have no default input values (Theano's
-    ``In(value=...)``), so the defaults live here; ``function`` is the
-    compiled function of ``(index, corruption, lr)``.
-    """
-
-    def __init__(self, function) -> None:
-        self.function = function
-
-    def __call__(self, index, corruption=0.2, lr=0.1):
-        return self.function(index, corruption, lr)
 
 
 class SdA:
@@ -139,7 +126,8 @@ class SdA:
         """One compiled function per layer that trains its dA on a minibatch.
 
         Each is called as ``fn(index=i, corruption=c, lr=r)`` (``corruption``
-        0.2 and ``lr`` 0.1 by default) and returns the dA's cost on minibatch ``i``.
+        0.2 and ``lr`` 0.1 by default, through Theano's ``In(value=...)`` of
+        :mod:`deeplearning_tutorial.compat.theano`) and returns the dA's cost on minibatch ``i``.
         Building them gives each dA's corruption its stream set of ``theano_rng``, bottom first.
         """
         index = pt.lscalar("index")
@@ -150,11 +138,11 @@ class SdA:
         pretrain_fns = []
         for da in self.dA_layers:
             cost, updates = da.get_cost_updates(corruption_level, learning_rate)
-            pretrain_fns.append(PretrainingFunction(pytensor.function(
-                inputs=[index, corruption_level, learning_rate],
+            pretrain_fns.append(theano_function(
+                inputs=[index, In(corruption_level, value=0.2), In(learning_rate, value=0.1)],
                 outputs=cost, updates=updates, givens={self.x: train_set_x[batch_begin:batch_end]},
                 mode=speedups.mode(mode),
-            )))
+            ))
         return pretrain_fns
 
     def finetune_model(self, datasets, batch_size, learning_rate, mode=None) -> CompiledModel:
@@ -263,7 +251,7 @@ def test_SdA(finetune_lr=0.1, pretraining_epochs=15, pretrain_lr=0.001, training
 
     print("... getting the pretraining functions")
     pretraining_fns = sda.pretraining_functions(train_set_x=train_set_x, batch_size=batch_size)
-    warm_up(*(fn.function for fn in pretraining_fns))
+    warm_up(*pretraining_fns)
 
     print("... pre-training the model")
     pretraining = EpochLoopState()

@@ -484,16 +484,13 @@ def warm_up(*functions: Any) -> None:
     Parameters
     ----------
     *functions
-        Compiled ``pytensor`` functions of an integer argument (a minibatch
-        index, or logistic_cg's chunk offset), called with 0, and possibly
-        further scalar arguments (the SdA's corruption level and learning
-        rate), called with 0 too.
+        Compiled ``pytensor`` functions of one integer argument (a minibatch
+        index, or logistic_cg's chunk offset), called with 0.
     """
     for function in functions:
         updated = [i.variable for i in function.maker.inputs if i.update is not None]
         saved = [variable.get_value(borrow=False) for variable in updated]
-        scalars = [np.zeros((), dtype=i.variable.type.dtype) for i in function.maker.inputs[1:] if not i.implicit]
-        function(0, *scalars)
+        function(0)
         for variable, value in zip(updated, saved):
             variable.set_value(value, borrow=True)
 
