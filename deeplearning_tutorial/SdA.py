@@ -158,7 +158,7 @@ class SdA:
         def minibatch(data):
             return data[index * batch_size : (index + 1) * batch_size]
 
-        gparams = pt.grad(self.finetune_cost, self.params)
+        gparams = [pt.grad(self.finetune_cost, param) for param in self.params]
         updates = [(param, param - gparam * learning_rate) for param, gparam in zip(self.params, gparams)]
         train_fn = pytensor.function([index], self.finetune_cost, updates=updates, name="train", mode=mode,
                                      givens={self.x: minibatch(train_set_x), self.y: minibatch(train_set_y)})
