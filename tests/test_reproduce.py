@@ -152,3 +152,20 @@ def test_a_ctrl_c_before_the_tutorial_is_started_is_passed_on_to_it():
         child.started(process)
         process.wait(timeout=30)
     assert process.returncode in reproduce.INTERRUPTED
+
+
+def test_tiles_scale_as_the_original_pictures():
+    # the brightest pixel of a scaled float64 tile is 254: (max - min) / (max - min + 1e-8) * 255 truncated
+    rng = np.random.RandomState(0)
+    weights = rng.normal(size=(3, 784))
+    grid = tile_raster_images(weights, (28, 28), (1, 3), (1, 1))
+    assert grid.max() == 254 and grid.min() == 0
+    first = weights[0] - weights[0].min()
+    np.testing.assert_array_equal(grid[:, :28], (first * (1.0 / (first.max() + 1e-8)) * 255).astype(np.uint8)
+                                  .reshape(28, 28))
+    # float32 weights: the factor is computed in float64, then rounded to float32
+    weights32 = weights.astype(np.float32)
+    shifted = weights32[1] - weights32[1].min()
+    factor = np.float32(1.0 / (float(shifted.max()) + 1e-8))
+    grid32 = tile_raster_images(weights32, (28, 28), (1, 3), (1, 1))
+    np.testing.assert_array_equal(grid32[:, 29:57], ((shifted * factor) * 255).astype(np.uint8).reshape(28, 28))
