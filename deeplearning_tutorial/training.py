@@ -13,6 +13,10 @@ one, saving each new best model, a progress line on a terminal's stderr, and
 LeNet's ``training @ iter`` lines.  :func:`train` is the one entry point of
 every tutorial: it warms up the compiled functions, resumes from a
 checkpoint if asked, attaches the hooks and runs the loop.
+
+The unsupervised tutorials' pre-training (dA, cA, SdA) is simpler: a fixed
+number of epochs over every minibatch, one line per epoch, in
+:func:`epoch_loop`.
 """
 
 from __future__ import annotations
