@@ -19,7 +19,7 @@ from pathlib import Path
 import pytensor
 import pytensor.tensor as pt
 
-from deeplearning_tutorial import convolutional_mlp, lenet5, logistic_cg, logistic_sgd, mlp
+from deeplearning_tutorial import SdA, cA, convolutional_mlp, dA, lenet5, logistic_cg, logistic_sgd, mlp
 from deeplearning_tutorial.checkpoints import BestModel, RunFileError, check_arrays, read_archive
 
 
@@ -82,6 +82,9 @@ PROGRAMS: dict[str, Program] = {program.name: program for program in (
             "convolutional_mlp.ckpt", "best_model_lenet.npz", original_seed=23455),
     Program("lenet5", lenet5.train_lenet5, lenet5.rebuild_classifier, "lenet5.ckpt", "best_model_lenet5.npz",
             original_seed=23455, dry_run_argument="summary"),
+    Program("dA", dA.test_dA, original_seed=123),
+    Program("cA", cA.test_cA, original_seed=123),
+    Program("SdA", SdA.test_SdA, SdA.rebuild_classifier, best_model_file="best_model_SdA.npz", original_seed=89677),
 )}
 
 

@@ -13,6 +13,10 @@ one, saving each new best model, a progress line on a terminal's stderr, and
 LeNet's ``training @ iter`` lines.  :func:`train` is the one entry point of
 every tutorial: it warms up the compiled functions, resumes from a
 checkpoint if asked, attaches the hooks and runs the loop.
+
+The unsupervised tutorials' pre-training (dA, cA, SdA) is simpler: a fixed
+number of epochs over every minibatch, one line per epoch, in
+:func:`epoch_loop`.
 """
 
 from __future__ import annotations
@@ -398,6 +402,76 @@ class SaveCheckpoint(Hook):
 
 
 # --------------------------------------------------------------------------
+# The unsupervised tutorials' loop: epochs over every minibatch
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class EpochLoopState:
+    """What :func:`epoch_loop` records of a run: one learning curve per training phase.
+
+    ``curves`` maps a phase's name (``"corruption 0%"``, ``"layer 0"``) to
+    the value its report gave for each finished epoch; ``stopped_by`` is the
+    signal (SIGINT, SIGTERM) that interrupted the run, or None; ``elapsed``
+    the seconds spent in the loops.
+    """
+
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    stopped_by: int | None = None
+    elapsed: float = 0.0
+
+
+def epoch_loop(train_fn: Callable[[int], Any], n_batches: int, n_epochs: int,
+               report: Callable[[int, list], float], state: EpochLoopState, phase: str) -> EpochLoopState:
+    """Train ``n_epochs`` epochs, calling ``train_fn`` on every minibatch in order, as pre-training does.
+
+    After each epoch ``report(epoch, outputs)`` (epochs counted from 0, the
+    outputs of ``train_fn`` for the epoch's minibatches in order) prints the
+    tutorial's line and returns the number appended to ``state.curves[phase]``.
+    Ctrl-C or SIGTERM finishes the minibatch in progress, then leaves the
+    loop with ``state.stopped_by`` set; a second one aborts at once.
+
+    Parameters
+    ----------
+    train_fn
+        A compiled function of a minibatch index that trains on it.
+    n_batches
+        The minibatches of an epoch: ``train_fn`` is called on 0 to ``n_batches - 1``.
+    n_epochs
+        The number of epochs.
+    report
+        Prints an epoch's line and returns its value for the curve.
+    state
+        The run's record, shared by its phases.
+    phase
+        The name of this loop's curve in ``state.curves``.
+
+    Returns
+    -------
+    EpochLoopState
+        ``state``, with the curve of this phase.
+    """
+    curve = state.curves.setdefault(phase, [])
+    started = time.perf_counter()
+    with StopOnSignal() as stop:
+        try:
+            for epoch in range(len(curve), n_epochs):
+                outputs = []
+                for minibatch_index in range(n_batches):
+                    outputs.append(train_fn(minibatch_index))
+                    if stop.requested is not None:
+                        raise TrainingInterrupted(stop.requested)
+                curve.append(float(report(epoch, outputs)))
+        except TrainingInterrupted as interruption:
+            state.stopped_by = interruption.signum
+            print(f"Stopped by {signal.Signals(interruption.signum).name} in epoch {len(curve)} of {phase}",
+                  file=sys.stderr)
+        finally:
+            state.elapsed += time.perf_counter() - started
+    return state
+
+
+# --------------------------------------------------------------------------
 # The entry point
 # --------------------------------------------------------------------------
 
@@ -533,7 +607,7 @@ def data_variables(functions: Sequence, changed: Sequence) -> list:
     return found
 
 
-def run_record(state: LoopState) -> dict[str, Any]:
+def run_record(state: LoopState | EpochLoopState) -> dict[str, Any]:
     """A run's result and learning curve as plain data, in the units the programs print.
 
     The one record of a run: the command line's ``--history-file``, the
@@ -547,6 +621,9 @@ def run_record(state: LoopState) -> dict[str, Any]:
     Returns
     -------
     dict
+        For the unsupervised tutorials (an :class:`EpochLoopState`):
+        ``train_seconds``, ``stopped_by`` (``"n_epochs"`` or a signal's name)
+        and ``curves``, each phase's value per epoch.  Otherwise
         ``validation`` and ``test`` (the best validation error and the test
         error of that model) in per cent, ``best_iteration`` (counted from 1,
         as the programs print it), ``epochs``, ``train_seconds``,
@@ -561,8 +638,13 @@ def run_record(state: LoopState) -> dict[str, Any]:
 
     if state.stopped_by is not None:
         stopped_by = signal.Signals(state.stopped_by).name
+    elif isinstance(state, EpochLoopState):
+        stopped_by = "n_epochs"
     else:
         stopped_by = "patience" if state.done_looping else "n_epochs"
+    if isinstance(state, EpochLoopState):
+        return {"train_seconds": float(state.elapsed), "stopped_by": stopped_by,
+                "curves": {phase: list(curve) for phase, curve in state.curves.items()}}
     return {
         "validation": percent(state.best_validation_loss),
         "test": percent(state.test_score) if state.history else None,

@@ -20,8 +20,9 @@ def test_tiles_are_laid_out_row_by_row_with_spacing_and_scaling():
     X = np.arange(3 * 4, dtype=float).reshape(3, 4)  # three 2x2 images
     grid = tile_raster_images(X, (2, 2), (2, 2), tile_spacing=(1, 1))
     assert grid.shape == (5, 5) and grid.dtype == np.uint8
-    np.testing.assert_array_equal(grid[:2, :2], [[0, 85], [170, 255]])  # each image scaled to 0..255
-    np.testing.assert_array_equal(grid[:2, 3:], [[0, 85], [170, 255]])
+    # each image scaled by 1 / (3 + 1e-8), times 255, truncated
+    np.testing.assert_array_equal(grid[:2, :2], [[0, 84], [169, 254]])
+    np.testing.assert_array_equal(grid[:2, 3:], [[0, 84], [169, 254]])
     assert not grid[2].any() and not grid[:, 2].any()  # the spacing is black
     assert not grid[3:, 3:].any()  # a missing fourth image stays black
     raw = tile_raster_images(X, (2, 2), (1, 3), scale_rows_to_unit_interval=False, output_pixel_vals=False)
@@ -151,3 +152,20 @@ def test_a_ctrl_c_before_the_tutorial_is_started_is_passed_on_to_it():
         child.started(process)
         process.wait(timeout=30)
     assert process.returncode in reproduce.INTERRUPTED
+
+
+def test_tiles_scale_as_the_original_pictures():
+    # the brightest pixel of a scaled float64 tile is 254: (max - min) / (max - min + 1e-8) * 255 truncated
+    rng = np.random.RandomState(0)
+    weights = rng.normal(size=(3, 784))
+    grid = tile_raster_images(weights, (28, 28), (1, 3), (1, 1))
+    assert grid.max() == 254 and grid.min() == 0
+    first = weights[0] - weights[0].min()
+    np.testing.assert_array_equal(grid[:, :28], (first * (1.0 / (first.max() + 1e-8)) * 255).astype(np.uint8)
+                                  .reshape(28, 28))
+    # float32 weights: the factor is computed in float64, then rounded to float32
+    weights32 = weights.astype(np.float32)
+    shifted = weights32[1] - weights32[1].min()
+    factor = np.float32(1.0 / (float(shifted.max()) + 1e-8))
+    grid32 = tile_raster_images(weights32, (28, 28), (1, 3), (1, 1))
+    np.testing.assert_array_equal(grid32[:, 29:57], ((shifted * factor) * 255).astype(np.uint8).reshape(28, 28))

@@ -199,3 +199,32 @@ def test_an_interrupted_run_reports_its_best_model_so_far(capsys, monkeypatch):
     last = capsys.readouterr().out.splitlines()[-1]
     assert last == ("Interrupted by SIGINT in epoch 2 after 10 iterations: best validation score so far "
                     "50.000000 % obtained at iteration 7, with test performance 10.500000 %")
+
+
+def test_epoch_loop_reports_each_epoch_and_stops_after_the_minibatch_a_signal_interrupts(capsys):
+    import os
+    import signal
+
+    calls = []
+
+    def train_fn(index):
+        calls.append(index)
+        if len(calls) == 7:  # epoch 2 (from 0), minibatch 1
+            os.kill(os.getpid(), signal.SIGINT)
+        return float(index)
+
+    def report(epoch, outputs):
+        training.say(f"epoch {epoch}: {outputs}")
+        return sum(outputs)
+
+    state = training.EpochLoopState()
+    training.epoch_loop(train_fn, 3, 2, report, state, "first")
+    assert calls == [0, 1, 2] * 2 and state.curves == {"first": [3.0, 3.0]} and state.stopped_by is None
+    training.epoch_loop(train_fn, 3, 5, report, state, "second")
+    assert calls[6:] == [0] and state.curves["second"] == [] and state.stopped_by == signal.SIGINT
+    out, err = capsys.readouterr()
+    assert out == "epoch 0: [0.0, 1.0, 2.0]\nepoch 1: [0.0, 1.0, 2.0]\n"
+    assert "Stopped by SIGINT in epoch 0 of second" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    record = training.run_record(state)
+    assert record["stopped_by"] == "SIGINT" and record["curves"] == {"first": [3.0, 3.0], "second": []}
