@@ -19,7 +19,7 @@ from pathlib import Path
 import pytensor
 import pytensor.tensor as pt
 
-from deeplearning_tutorial import convolutional_mlp, lenet5, logistic_cg, logistic_sgd, mlp
+from deeplearning_tutorial import convolutional_mlp, lenet5, logistic_cg, logistic_sgd, mlp, rbm
 from deeplearning_tutorial.checkpoints import BestModel, RunFileError, check_arrays, read_archive
 
 
@@ -82,6 +82,7 @@ PROGRAMS: dict[str, Program] = {program.name: program for program in (
             "convolutional_mlp.ckpt", "best_model_lenet.npz", original_seed=23455),
     Program("lenet5", lenet5.train_lenet5, lenet5.rebuild_classifier, "lenet5.ckpt", "best_model_lenet5.npz",
             original_seed=23455, dry_run_argument="summary"),
+    Program("rbm", rbm.test_rbm, original_seed=123),
 )}
 
 
