@@ -70,8 +70,8 @@ def test_free_energy_and_its_gradient_match_numpy():
         return RBM(n_visible=7, n_hidden=5, W=w, hbias=model.hbias, vbias=model.vbias).free_energy(
             pt.as_tensor(v_value))
 
-    pytensor.gradient.verify_grad(free_energy_of_weights, [W], rng=np.random.RandomState(1))
-    pytensor.gradient.verify_grad(lambda vv: model.free_energy(vv), [v_value], rng=np.random.RandomState(2))
+    pytensor.gradient.verify_grad(free_energy_of_weights, [W], rng=np.random.RandomState(1), mode="FAST_COMPILE")
+    pytensor.gradient.verify_grad(model.free_energy, [v_value], rng=np.random.RandomState(2), mode="FAST_COMPILE")
 
 
 def test_free_energy_is_finite_for_large_activations():
@@ -202,3 +202,16 @@ def test_test_rbm_prints_the_originals_lines_and_writes_its_pictures(small_mnist
 def test_test_rbm_refuses_bad_sizes(small_mnist, tmp_path, arguments, message):
     with pytest.raises(ValueError, match=message):
         rbm_module.test_rbm(dataset=str(small_mnist), output_folder=str(tmp_path), **arguments)
+
+
+def test_the_command_line_has_test_rbms_parameters():
+    from deeplearning_tutorial.cli import program_parser
+    from deeplearning_tutorial.programs import PROGRAMS
+
+    parser = program_parser(PROGRAMS["rbm"])
+    defaults = vars(parser.parse_args([]))
+    assert {name: defaults[name] for name in PROGRAMS["rbm"].defaults()} == {
+        "learning_rate": 0.1, "training_epochs": 15, "dataset": "mnist.pkl.gz", "batch_size": 20, "n_chains": 20,
+        "n_samples": 10, "output_folder": "rbm_plots", "n_hidden": 500}
+    given = vars(parser.parse_args(["--training-epochs", "1", "--n-samples", "1"]))
+    assert (given["training_epochs"], given["n_samples"]) == (1, 1)
