@@ -4,6 +4,7 @@ and test_rbm's printed lines and pictures."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -180,16 +181,22 @@ def test_bad_chains_are_refused(arguments, message):
 
 
 def test_test_rbm_prints_the_originals_lines_and_writes_its_pictures(small_mnist, tmp_path, capsys):
+    # through the command line, as scripts/rbm.py runs it (the original smoke test's sizes, smaller data)
+    from deeplearning_tutorial.cli import run
+
     folder = tmp_path / "plots"
-    state = rbm_module.test_rbm(training_epochs=1, dataset=str(small_mnist), batch_size=100, n_chains=3,
-                                n_samples=2, output_folder=str(folder), n_hidden=20)
+    state = run("rbm", ["--training-epochs", "1", "--dataset", str(small_mnist), "--batch-size", "300",
+                        "--n-chains", "3", "--n-samples", "2", "--output-folder", str(folder), "--n-hidden", "20",
+                        "--history-file", str(tmp_path / "history.json")])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "... loading data"
     match = re.fullmatch(r"Training epoch 0, cost is  (\S+)", lines[1])
-    assert match and -300 < float(match.group(1)) < 0
+    assert match and -np.inf < float(match.group(1)) < 0  # n_visible log(a probability)
     assert re.fullmatch(r"Training took \d+\.\d{6} minutes", lines[2])
     assert lines[3:] == [" ... plotting sample 0", " ... plotting sample 1"]
     assert state.epoch == 1 and state.elapsed > 0
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["arguments"]["n_hidden"] == 20 and history["epochs"] == 1
     assert Image.open(folder / "filters_at_epoch_0.png").size == (289, 289)
     assert Image.open(folder / "samples.png").size == (29 * 3 - 1, 29 * 2 + 1)  # (width, height)
 
