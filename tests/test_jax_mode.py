@@ -13,7 +13,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import REPO, run_with_files
+from conftest import REPO, run_python, run_with_files
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.gradient import verify_grad
 from pytensor.graph.traversal import graph_inputs
@@ -261,3 +261,17 @@ def test_the_gpu_check_runs_on_the_cpu(small_mnist, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for program in ("lenet", "mlp"):
         assert f"{program}: the GPU's errors equal the CPU's at every validation" in result.stdout
+
+
+def test_a_program_drawing_mrg_noise_prints_numbas_lines_in_jax(tiny_mnist, tmp_path):
+    """dA's corruption is an MRG draw of the minibatch's shape: in a fresh process, whose JAX backend is
+    imported only once the first function is linked, the draw's size must still be known when JAX traces."""
+    lines = {}
+    for mode in ("NUMBA", "JAX"):
+        result = run_python(str(REPO / "scripts" / "dA.py"), "--mode", mode, "--training-epochs", "1",
+                            "--dataset", tiny_mnist, "--output-folder", str(tmp_path / mode), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        lines[mode] = [line for line in result.stdout.splitlines() if line.startswith("Training epoch")]
+    assert len(lines["NUMBA"]) == 2
+    for numba_line, jax_line in zip(lines["NUMBA"], lines["JAX"], strict=True):
+        assert float(jax_line.split()[-1]) == pytest.approx(float(numba_line.split()[-1]), rel=1e-12)

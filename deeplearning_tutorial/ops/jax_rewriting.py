@@ -39,15 +39,22 @@ from collections import Counter
 import numpy as np
 from pytensor.compile import optdb
 from pytensor.graph.basic import Constant, Variable
-from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
+from pytensor.graph.rewriting.basic import dfs_rewriter, in2out, node_rewriter
 from pytensor.scalar import basic as ps
 from pytensor.tensor import as_tensor_variable, constant
-from pytensor.tensor.basic import NotScalarConstantError, ScalarFromTensor, TensorFromScalar, get_scalar_constant_value
+from pytensor.tensor.basic import (
+    MakeVector,
+    NotScalarConstantError,
+    ScalarFromTensor,
+    TensorFromScalar,
+    get_scalar_constant_value,
+)
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.shape import Reshape
 from pytensor.tensor.subtensor import Subtensor, basic_subtensor, indices_from_subtensor
 
 from deeplearning_tutorial.ops.dynamic_slice import DynamicSlice
+from deeplearning_tutorial.ops.mrg import MRGUniform
 
 __all__ = ["local_constant_length_slice", "local_reshape_of_static_size", "constant_difference"]
 
@@ -163,3 +170,21 @@ optdb.register("deeplearning_tutorial_constant_length_slice", dfs_rewriter(local
 # Position 3.5: after "specialize" (2) and "uncanonicalize" (3), before PyTensor's JAX rewrites (100).
 optdb.register("deeplearning_tutorial_reshape_of_static_size", dfs_rewriter(local_reshape_of_static_size), "jax",
                position=3.5)
+
+
+@node_rewriter([MRGUniform])
+def mrg_size_as_tuple(fgraph, node):
+    """A size built from scalars (``x.shape``, ``(n, 2)``) reaches the JAX function as a
+    tuple of those scalars, whose values JAX knows when tracing where they are shapes,
+    as PyTensor does for its own random variables.  Registered here, with the other
+    rewrites of the JAX mode, so that it is in the database before the mode's first
+    function is rewritten (the JAX backend is imported only when that function is linked)."""
+    size = node.inputs[1]
+    if size.owner is None or not isinstance(size.owner.op, MakeVector):
+        return None
+    from pytensor.link.jax.dispatch.shape import JAXShapeTuple  # JAX is imported only where this mode runs
+
+    return node.clone_with_new_inputs([node.inputs[0], JAXShapeTuple()(*size.owner.inputs)]).outputs
+
+
+optdb.register("jax_mrg_size_as_tuple", in2out(mrg_size_as_tuple), "jax", position=100)

@@ -25,12 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from pytensor.compile import optdb
 from pytensor.graph.basic import Constant
-from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.link.jax.dispatch import jax_funcify
-from pytensor.link.jax.dispatch.shape import JAXShapeTuple
-from pytensor.tensor.basic import MakeVector
 
 from deeplearning_tutorial.ops import kernels, mrg
 from deeplearning_tutorial.ops.conv import Corr2d, Corr2dGradInputs, Corr2dGradWeights
@@ -286,20 +282,6 @@ def _mrg_step(state):
     y2 = _mod_step(_mod_step(times_2p15(x21) + times_2p15(x23), m2) + x23, m2)
     z = jnp.where(y1 > y2, y1 - y2, m1 - (y2 - y1))
     return jnp.stack([y1, x11, x12, y2, x21, x22], axis=1), z
-
-
-@node_rewriter([mrg.MRGUniform])
-def mrg_size_as_tuple(fgraph, node):
-    """A size built from scalars (``x.shape``, ``(n, 2)``) reaches the JAX function as a
-    tuple of those scalars, whose values JAX knows when tracing where they are shapes,
-    as PyTensor does for its own random variables."""
-    size = node.inputs[1]
-    if size.owner is None or not isinstance(size.owner.op, MakeVector):
-        return None
-    return node.clone_with_new_inputs([node.inputs[0], JAXShapeTuple()(*size.owner.inputs)]).outputs
-
-
-optdb.register("jax_mrg_size_as_tuple", in2out(mrg_size_as_tuple), "jax", position=100)
 
 
 @jax_funcify.register(mrg.MRGUniform)
