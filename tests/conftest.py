@@ -113,11 +113,3 @@ def small_mnist(mnist, tmp_path_factory) -> Path:
     (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = mnist
     subset = ((train_x[:2000], train_y[:2000]), (valid_x[:500], valid_y[:500]), (test_x[:500], test_y[:500]))
     return datasets.write_dataset(subset, tmp_path_factory.mktemp("data") / "small_mnist.pkl.gz")
-
-
-@pytest.fixture(scope="session")
-def tiny_mnist(mnist, tmp_path_factory) -> Path:
-    """A tiny MNIST subset (30 / 20 / 20 images): one run of a deep tutorial's whole program in seconds."""
-    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = mnist
-    subset = ((train_x[:30], train_y[:30]), (valid_x[:20], valid_y[:20]), (test_x[:20], test_y[:20]))
-    return datasets.write_dataset(subset, tmp_path_factory.mktemp("data") / "tiny_mnist.pkl.gz")

@@ -14,6 +14,7 @@ from test_rbm import numpy_cd_gradients, numpy_gibbs_hvh, sigmoid
 from test_rng_mrg import REF_J134, RefStreams, ref_draw, ref_jump
 
 from deeplearning_tutorial import DBN as DBN_module
+from deeplearning_tutorial import datasets
 from deeplearning_tutorial.DBN import DBN
 from deeplearning_tutorial.programs import load_best_model
 
@@ -114,6 +115,14 @@ def test_finetune_functions_match_numpy():
     assert train_fn(1) == pytest.approx(-np.mean(np.log(p[np.arange(3), y])), rel=1e-12)
     # the logistic layer's step: W - 0.1 * hidden' (p - onehot(y)) / batch
     np.testing.assert_allclose(dbn.logLayer.W.get_value(), W - 0.1 * hidden.T @ (p - np.eye(3)[y]) / 3, rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(mnist, tmp_path_factory):
+    """30 training images (three minibatches of 10), 20 validation and 20 test images."""
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = mnist
+    subset = ((train_x[:30], train_y[:30]), (valid_x[:20], valid_y[:20]), (test_x[:20], test_y[:20]))
+    return datasets.write_dataset(subset, tmp_path_factory.mktemp("data") / "tiny_mnist.pkl.gz")
 
 
 def test_test_DBN_prints_the_original_lines(tiny_mnist, mnist, tmp_path, capsys):

@@ -15,6 +15,7 @@ from test_dA import N_STREAMS, numpy_step, reference_mask, reference_streams
 from test_rng_mrg import RefStreams
 
 from deeplearning_tutorial import SdA as SdA_module
+from deeplearning_tutorial import datasets
 from deeplearning_tutorial.programs import load_best_model
 from deeplearning_tutorial.SdA import SdA
 
@@ -84,6 +85,13 @@ def test_finetune_functions_score_every_whole_minibatch():
     # the logistic layer starts at zero: every class has probability 1/3
     assert train_fn(0) == pytest.approx(np.log(3), rel=1e-12)
     assert train_fn(0) < np.log(3)  # the step moved it towards the labels
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(mnist, tmp_path_factory):
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = mnist
+    subset = ((train_x[:30], train_y[:30]), (valid_x[:20], valid_y[:20]), (test_x[:20], test_y[:20]))
+    return datasets.write_dataset(subset, tmp_path_factory.mktemp("data") / "tiny_mnist.pkl.gz")
 
 
 def test_test_SdA_prints_the_original_lines(tiny_mnist, mnist, tmp_path, capsys):
