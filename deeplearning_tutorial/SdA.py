@@ -38,7 +38,7 @@ from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
 from deeplearning_tutorial.mlp import HiddenLayer
 from deeplearning_tutorial.rng_mrg import MRG_RandomStreams
 from deeplearning_tutorial.training import CompiledModel, EpochLoopState, epoch_loop, say, train, warm_up
-from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
+from deeplearning_tutorial.validation import check_hidden_layers_sizes, check_hyperparameters, check_pretraining
 
 # the network test_SdA trains
 HIDDEN_LAYERS_SIZES = [1000, 1000, 1000]
@@ -48,9 +48,7 @@ CORRUPTION_LEVELS = [0.1, 0.2, 0.3]
 def check_layers(hidden_layers_sizes, corruption_levels) -> None:
     """Raise ValueError unless there is at least one layer, each of a positive size, and one
     corruption level in [0, 1) per layer."""
-    if not isinstance(hidden_layers_sizes, list | tuple) or not hidden_layers_sizes:
-        raise ValueError(f"hidden_layers_sizes must list at least one layer size, got {hidden_layers_sizes!r}")
-    check_positive_ints("hidden_layers_sizes", list(hidden_layers_sizes), count=len(hidden_layers_sizes))
+    check_hidden_layers_sizes(hidden_layers_sizes)
     if not isinstance(corruption_levels, list | tuple) or len(corruption_levels) != len(hidden_layers_sizes):
         raise ValueError(f"corruption_levels must give one level per layer ({len(hidden_layers_sizes)}), "
                          f"got {corruption_levels!r}")
@@ -236,10 +234,7 @@ def test_SdA(finetune_lr=0.1, pretraining_epochs=15, pretrain_lr=0.001, training
     datasets = load_data(dataset)
     check_hyperparameters(learning_rate=finetune_lr, n_epochs=training_epochs, batch_size=batch_size,
                           split_sizes=[s[0].get_value(borrow=True).shape[0] for s in datasets])
-    if not pretrain_lr > 0:
-        raise ValueError(f"pretrain_lr must be > 0, got {pretrain_lr}")
-    if isinstance(pretraining_epochs, bool) or not isinstance(pretraining_epochs, int) or pretraining_epochs < 0:
-        raise ValueError(f"pretraining_epochs must be an integer >= 0, got {pretraining_epochs!r}")
+    check_pretraining(pretrain_lr, pretraining_epochs)
     train_set_x = datasets[0][0]
     n_train_batches = train_set_x.get_value(borrow=True).shape[0] // batch_size
     name = os.path.split(__file__)[1]

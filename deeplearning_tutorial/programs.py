@@ -19,7 +19,7 @@ from pathlib import Path
 import pytensor
 import pytensor.tensor as pt
 
-from deeplearning_tutorial import SdA, cA, convolutional_mlp, dA, lenet5, logistic_cg, logistic_sgd, mlp, rbm
+from deeplearning_tutorial import DBN, SdA, cA, convolutional_mlp, dA, lenet5, logistic_cg, logistic_sgd, mlp, rbm
 from deeplearning_tutorial.checkpoints import BestModel, RunFileError, check_arrays, read_archive
 
 
@@ -86,6 +86,7 @@ PROGRAMS: dict[str, Program] = {program.name: program for program in (
     Program("cA", cA.test_cA, original_seed=123),
     Program("SdA", SdA.test_SdA, SdA.rebuild_classifier, best_model_file="best_model_SdA.npz", original_seed=89677),
     Program("rbm", rbm.test_rbm, original_seed=123),
+    Program("DBN", DBN.test_DBN, DBN.rebuild_classifier, best_model_file="best_model_DBN.npz", original_seed=123),
 )}
 
 

@@ -53,6 +53,21 @@ def check_positive_ints(name: str, values: Sequence[int], count: int) -> None:
         raise ValueError(f"{name} must be {what}; got {shown!r}")
 
 
+def check_hidden_layers_sizes(hidden_layers_sizes) -> None:
+    """Raise ValueError unless a deep network's ``hidden_layers_sizes`` lists at least one positive size."""
+    if not isinstance(hidden_layers_sizes, list | tuple) or not hidden_layers_sizes:
+        raise ValueError(f"hidden_layers_sizes must list at least one layer size, got {hidden_layers_sizes!r}")
+    check_positive_ints("hidden_layers_sizes", list(hidden_layers_sizes), count=len(hidden_layers_sizes))
+
+
+def check_pretraining(pretrain_lr: float, pretraining_epochs: int) -> None:
+    """Raise ValueError unless the pre-training's step size is positive and its epochs an integer >= 0."""
+    if not pretrain_lr > 0:
+        raise ValueError(f"pretrain_lr must be > 0, got {pretrain_lr}")
+    if isinstance(pretraining_epochs, bool) or not isinstance(pretraining_epochs, int) or pretraining_epochs < 0:
+        raise ValueError(f"pretraining_epochs must be an integer >= 0, got {pretraining_epochs!r}")
+
+
 def check_images(images) -> np.ndarray:
     """MNIST-like images as a (n, 784) floatX matrix, or a ValueError saying what is wrong.
 
