@@ -104,10 +104,13 @@ SMALL = ["--n-hidden", "20", "--batch-size", "100", "--n-epochs", "30"]
 
 
 def start(small_mnist, tmp_path, *args):
+    """The program in a child process with Ctrl-C's default action, as a terminal starts it
+    (a test run started in the background of a shell ignores SIGINT, and its children would too)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, str(REPO / "scripts" / "mlp.py"), "--dataset", str(small_mnist),
                              *SMALL, *args], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_sigterm_stops_like_ctrl_c_and_the_run_resumes_to_the_same_result(small_mnist, tmp_path):
