@@ -30,6 +30,7 @@ import pytensor.tensor as pt
 from deeplearning_tutorial import speedups
 from deeplearning_tutorial.dA import save_filters
 from deeplearning_tutorial.logistic_sgd import load_data
+from deeplearning_tutorial.mlp import sigmoid_weights
 from deeplearning_tutorial.training import EpochLoopState, epoch_loop, say, warm_up
 from deeplearning_tutorial.validation import check_hyperparameters, check_positive_ints
 
@@ -85,10 +86,7 @@ class cA:  # noqa: N801  (the original's name)
         self.n_batchsize = n_batchsize
         floatX = pytensor.config.floatX
         if W is None:
-            bound = 4 * np.sqrt(6.0 / (n_hidden + n_visible))
-            initial_W = np.asarray(numpy_rng.uniform(low=-bound, high=bound, size=(n_visible, n_hidden)),
-                                   dtype=floatX)
-            W = pytensor.shared(value=initial_W, name="W", borrow=True)
+            W = sigmoid_weights(numpy_rng, n_visible, n_hidden)
         if bvis is None:
             bvis = pytensor.shared(value=np.zeros(n_visible, dtype=floatX), borrow=True)
         if bhid is None:

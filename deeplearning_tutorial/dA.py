@@ -30,6 +30,7 @@ import pytensor.tensor as pt
 
 from deeplearning_tutorial import speedups
 from deeplearning_tutorial.logistic_sgd import load_data
+from deeplearning_tutorial.mlp import sigmoid_weights
 from deeplearning_tutorial.rng_mrg import MRG_RandomStreams
 from deeplearning_tutorial.training import EpochLoopState, epoch_loop, say, warm_up
 from deeplearning_tutorial.utils import save_image, tile_raster_images
@@ -91,10 +92,7 @@ class dA:  # noqa: N801  (the original's name)
         if theano_rng is None:
             theano_rng = MRG_RandomStreams(numpy_rng.randint(2 ** 30))
         if W is None:
-            bound = 4 * np.sqrt(6.0 / (n_hidden + n_visible))
-            initial_W = np.asarray(numpy_rng.uniform(low=-bound, high=bound, size=(n_visible, n_hidden)),
-                                   dtype=floatX)
-            W = pytensor.shared(value=initial_W, name="W", borrow=True)
+            W = sigmoid_weights(numpy_rng, n_visible, n_hidden)
         if bvis is None:
             bvis = pytensor.shared(value=np.zeros(n_visible, dtype=floatX), borrow=True)
         if bhid is None:

@@ -27,6 +27,16 @@ from deeplearning_tutorial.validation import check_hyperparameters, check_positi
 
 
 # start-snippet-1
+def sigmoid_weights(rng, n_in, n_out, name="W"):
+    """A shared floatX (n_in, n_out) weight matrix drawn from ``rng`` uniformly in
+    ``+-4 sqrt(6 / (n_in + n_out))``: the sigmoid's range of Glorot and Bengio (2010),
+    as the original's autoencoders and RBM draw their weights (in one draw, not the
+    tanh range times four as :class:`HiddenLayer` does)."""
+    bound = 4 * np.sqrt(6.0 / (n_in + n_out))
+    values = np.asarray(rng.uniform(low=-bound, high=bound, size=(n_in, n_out)), dtype=pytensor.config.floatX)
+    return pytensor.shared(value=values, name=name, borrow=True)
+
+
 class HiddenLayer:
     """A fully connected layer: ``activation(dot(input, W) + b)``.
 
