@@ -35,11 +35,10 @@ from pytensor.graph.replace import clone_replace
 from deeplearning_tutorial import speedups
 from deeplearning_tutorial.compat.theano.compile import In
 from deeplearning_tutorial.compat.theano.compile import function as theano_function
-from deeplearning_tutorial.logistic_sgd import LogisticRegression, load_data
-from deeplearning_tutorial.mlp import HiddenLayer
+from deeplearning_tutorial.logistic_sgd import load_data
 from deeplearning_tutorial.rbm import RBM
 from deeplearning_tutorial.rng_mrg import MRG_RandomStreams
-from deeplearning_tutorial.SdA import SdA
+from deeplearning_tutorial.SdA import SdA, sigmoid_network
 from deeplearning_tutorial.training import EpochLoopState, epoch_loop, say, train, warm_up
 from deeplearning_tutorial.validation import (
     check_hidden_layers_sizes,
@@ -88,29 +87,18 @@ class DBN:
     def __init__(self, numpy_rng, theano_rng=None, n_ins=784, hidden_layers_sizes=[500, 500],  # noqa: B006
                  n_outs=10):  # (the original's default list; never changed)
         check_hidden_layers_sizes(hidden_layers_sizes)
-        self.sigmoid_layers: list[HiddenLayer] = []
-        self.rbm_layers: list[RBM] = []
-        self.params: list = []
         self.n_layers = len(hidden_layers_sizes)
         if theano_rng is None:
             theano_rng = MRG_RandomStreams(numpy_rng.randint(2 ** 30))
         self.x = pt.matrix("x")
         self.y = pt.ivector("y")
-
-        for i, n_hidden in enumerate(hidden_layers_sizes):
-            input_size = n_ins if i == 0 else hidden_layers_sizes[i - 1]
-            layer_input = self.x if i == 0 else self.sigmoid_layers[-1].output
-            sigmoid_layer = HiddenLayer(rng=numpy_rng, input=layer_input, n_in=input_size, n_out=n_hidden,
-                                        activation=pt.sigmoid)
-            self.sigmoid_layers.append(sigmoid_layer)
-            self.params.extend(sigmoid_layer.params)
-            self.rbm_layers.append(RBM(numpy_rng=numpy_rng, theano_rng=theano_rng, input=layer_input,
-                                       n_visible=input_size, n_hidden=n_hidden, W=sigmoid_layer.W,
-                                       hbias=sigmoid_layer.b))
-
-        self.logLayer = LogisticRegression(input=self.sigmoid_layers[-1].output, n_in=hidden_layers_sizes[-1],
-                                           n_out=n_outs)
-        self.params.extend(self.logLayer.params)
+        self.sigmoid_layers, self.logLayer, self.params = sigmoid_network(
+            numpy_rng, self.x, n_ins, hidden_layers_sizes, n_outs)
+        # each RBM shares its layer's weights and hidden bias (and draws nothing from numpy_rng)
+        self.rbm_layers = [RBM(numpy_rng=numpy_rng, theano_rng=theano_rng, input=layer.input,
+                               n_visible=n_in, n_hidden=n_hidden, W=layer.W, hbias=layer.b)
+                           for layer, n_in, n_hidden in zip(self.sigmoid_layers, [n_ins, *hidden_layers_sizes],
+                                                            hidden_layers_sizes)]
         self.finetune_cost = self.logLayer.negative_log_likelihood(self.y)
         self.errors = self.logLayer.errors(self.y)
 

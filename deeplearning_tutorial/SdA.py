@@ -56,6 +56,26 @@ def check_layers(hidden_layers_sizes, corruption_levels) -> None:
         check_corruption_level(level)
 
 
+def sigmoid_network(numpy_rng, x, n_ins, hidden_layers_sizes, n_outs):
+    """The supervised network that an SdA or a DBN pre-trains layer by layer.
+
+    Sigmoid :class:`~deeplearning_tutorial.mlp.HiddenLayer` s of ``hidden_layers_sizes``
+    units on ``x``, drawn from ``numpy_rng`` bottom first, and a
+    :class:`~deeplearning_tutorial.logistic_sgd.LogisticRegression` of ``n_outs``
+    classes on top.  Returns the hidden layers, the logistic layer and the
+    parameters (each hidden layer's ``W, b`` bottom first, then the logistic
+    layer's), the order fine-tuning updates and saves them in.
+    """
+    sigmoid_layers: list[HiddenLayer] = []
+    for i, n_hidden in enumerate(hidden_layers_sizes):
+        sigmoid_layers.append(HiddenLayer(rng=numpy_rng, input=x if i == 0 else sigmoid_layers[-1].output,
+                                          n_in=n_ins if i == 0 else hidden_layers_sizes[i - 1], n_out=n_hidden,
+                                          activation=pt.sigmoid))
+    log_layer = LogisticRegression(input=sigmoid_layers[-1].output, n_in=hidden_layers_sizes[-1], n_out=n_outs)
+    params = [param for layer in [*sigmoid_layers, log_layer] for param in layer.params]
+    return sigmoid_layers, log_layer, params
+
+
 class SdA:
     """Stacked denoising autoencoders: sigmoid layers, each shared with a dA, below logistic regression.
 
@@ -94,29 +114,18 @@ class SdA:
     def __init__(self, numpy_rng, theano_rng=None, n_ins=784, hidden_layers_sizes=[500, 500], n_outs=10,  # noqa: B006
                  corruption_levels=[0.1, 0.1]):  # noqa: B006  (the original's defaults; never changed)
         check_layers(hidden_layers_sizes, corruption_levels)
-        self.sigmoid_layers: list[HiddenLayer] = []
-        self.dA_layers: list[dA] = []
-        self.params: list = []
         self.n_layers = len(hidden_layers_sizes)
         if theano_rng is None:
             theano_rng = MRG_RandomStreams(numpy_rng.randint(2 ** 30))
         self.x = pt.matrix("x")
         self.y = pt.ivector("y")
-
-        for i, n_hidden in enumerate(hidden_layers_sizes):
-            input_size = n_ins if i == 0 else hidden_layers_sizes[i - 1]
-            layer_input = self.x if i == 0 else self.sigmoid_layers[-1].output
-            sigmoid_layer = HiddenLayer(rng=numpy_rng, input=layer_input, n_in=input_size, n_out=n_hidden,
-                                        activation=pt.sigmoid)
-            self.sigmoid_layers.append(sigmoid_layer)
-            self.params.extend(sigmoid_layer.params)
-            self.dA_layers.append(dA(numpy_rng=numpy_rng, theano_rng=theano_rng, input=layer_input,
-                                     n_visible=input_size, n_hidden=n_hidden, W=sigmoid_layer.W,
-                                     bhid=sigmoid_layer.b))
-
-        self.logLayer = LogisticRegression(input=self.sigmoid_layers[-1].output, n_in=hidden_layers_sizes[-1],
-                                           n_out=n_outs)
-        self.params.extend(self.logLayer.params)
+        self.sigmoid_layers, self.logLayer, self.params = sigmoid_network(
+            numpy_rng, self.x, n_ins, hidden_layers_sizes, n_outs)
+        # each dA shares its layer's weights and hidden bias (and draws nothing from numpy_rng)
+        self.dA_layers = [dA(numpy_rng=numpy_rng, theano_rng=theano_rng, input=layer.input,
+                             n_visible=n_in, n_hidden=n_hidden, W=layer.W, bhid=layer.b)
+                          for layer, n_in, n_hidden in zip(self.sigmoid_layers, [n_ins, *hidden_layers_sizes],
+                                                           hidden_layers_sizes)]
         self.finetune_cost = self.logLayer.negative_log_likelihood(self.y)
         self.errors = self.logLayer.errors(self.y)
 
