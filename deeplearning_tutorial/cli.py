@@ -152,7 +152,7 @@ def run(name: str, argv: Sequence[str] | None = None) -> Any:
                 return program.function(**arguments)
             with RunFiles(program.name, run_config(arguments), **file_options) as files:
                 state = program.function(**arguments)
-                files.write_history({"arguments": run_config(arguments), **run_record(state)})
+                files.write_history({"arguments": files.config, **run_record(state)})
     except (DatasetError, DivergenceError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
